@@ -1,0 +1,141 @@
+"""Every config field, defined once with its default (DESIGN.md: per-SDE files hold overrides only).
+
+The defaults train a small U-Net on the embedded 8x8 `digits` data set on a CPU. Override any
+field on the command line: `--config.training.n_iters=5000`.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def _training() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.batch_size = 128            # images per step (per process when distributed)
+    c.n_iters = 2500              # total optimisation steps; a larger value continues a finished run
+    c.loss = "dsm"                # "dsm" (continuous), "smld" (VE, discrete sigmas), "ddpm" (VP, discrete steps)
+    c.reduce_mean = True          # average the loss over dimensions instead of summing (MATH §4)
+    c.likelihood_weighting = False  # lambda(t) = g(t)^2 instead of sigma(t)^2
+    c.importance_sampling = False   # with likelihood weighting: t ~ g^2/sigma^2 (lower variance)
+    c.eps = 1e-5                  # smallest training time t
+    c.log_freq = 25               # steps between TensorBoard scalars / progress-bar updates
+    c.snapshot_freq = 500         # steps between checkpoints
+    c.sample_freq = 1250          # steps between sample grids (PNG + TensorBoard); 0 = only at the end
+    c.keep_checkpoints = 3        # newest checkpoints kept on disk (0 = all)
+    c.grid_size = 64              # images in each sample grid
+    return c
+
+
+def _sde() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "vpsde"              # "vpsde", "subvpsde" or "vesde"
+    c.beta_min = 0.1              # VP / sub-VP
+    c.beta_max = 20.0             # VP / sub-VP
+    c.sigma_min = 0.01            # VE
+    c.sigma_max = 50.0            # VE
+    c.num_scales = 1000           # N, the number of discrete steps
+    return c
+
+
+def _model() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "unet_small"         # "unet_small", "mlp", "ncsnpp" (DDPM++ / NCSN++), "ddpm"
+    c.prediction = "eps"          # what the network outputs: "eps", "x0", "v" or "score"
+    c.time_input = "t"            # conditioning: "t" (times time_scale), "index", "sigma", "log_sigma"
+    c.time_scale = 999.0          # multiplies t when time_input = "t" (reference VP configs use 999)
+    c.discrete_schedule = False   # VP only: use DDPM's discrete alpha-bar_i (networks trained with loss=ddpm)
+    c.ema_rate = 0.999            # EMA decay of the weights used for sampling and evaluation
+    c.dropout = 0.0
+    # U-Nets (unet_small, ncsnpp, ddpm)
+    c.nf = 64                     # base channel count
+    c.ch_mult = (1, 2)            # channel multiplier per resolution level
+    c.num_res_blocks = 2          # residual blocks per level
+    c.attn_resolutions = ()       # resolutions with self-attention (the middle block always has one)
+    # ncsnpp / ddpm only (the paper's CIFAR-10 architectures; see configs/cifar10_*.py)
+    c.resamp_with_conv = True
+    c.conditional = True
+    c.fir = False                 # FIR up/down-sampling (NCSN++)
+    c.fir_kernel = (1, 3, 3, 1)
+    c.skip_rescale = True
+    c.resblock_type = "biggan"    # "biggan" or "ddpm"
+    c.progressive = "none"        # "none", "output_skip", "residual"
+    c.progressive_input = "none"  # "none", "input_skip", "residual"
+    c.progressive_combine = "sum"  # "sum" or "cat"
+    c.attention_type = "ddpm"
+    c.embedding_type = "positional"  # "positional" or "fourier"
+    c.fourier_scale = 16.0
+    c.init_scale = 0.0
+    c.conv_size = 3
+    c.nonlinearity = "swish"
+    # mlp only
+    c.width = 256
+    c.depth = 3
+    return c
+
+
+def _optim() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.lr = 1e-3                   # peak learning rate (the paper's CIFAR-10 configs use 2e-4)
+    c.beta1 = 0.9
+    c.eps = 1e-8
+    c.weight_decay = 0.0
+    c.warmup = 100                # linear warm-up steps
+    c.grad_clip = 1.0             # global gradient-norm clip (< 0: off)
+    return c
+
+
+def _data() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.dataset = "digits"          # "digits", "mnist", "cifar10", "image_folder", or a toy set (see README)
+    c.root = placeholder(str)     # directory of the files (mnist, cifar10, image_folder); None = default
+    c.download = True             # fetch mnist / cifar10 from the canonical source when missing and online
+    c.image_size = 8
+    c.num_channels = 1
+    c.centered = True             # scale data to [-1, 1] (False: [0, 1])
+    c.random_flip = False         # random horizontal flips in training
+    c.uniform_dequantization = False  # add U[0, 1)/256 noise to 8-bit training data
+    c.n_samples = 10000           # toy data sets: number of points
+    c.dim = 2                     # toy data sets: dimension (gaussian_mixture)
+    return c
+
+
+def _sampling() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.method = "pc"               # a name in samplers.METHODS
+    c.steps = placeholder(int)    # steps on the method's time grid (None: the method's default)
+    c.batch_size = 256            # samples per batch in --mode sample / eval
+    c.num_samples = 1024          # samples written by --mode sample
+    c.seed = 0                    # sample k uses its own generator seeded with (seed, k)
+    # Options of each method; only the chosen method's block is passed to it.
+    c.pc = ml_collections.ConfigDict(dict(predictor="euler_maruyama", corrector="none", snr=0.16,
+                                          n_steps_each=1, probability_flow=False, denoise=True, eps=1e-3))
+    c.ode = ml_collections.ConfigDict(dict(solver="dopri5", rtol=1e-5, atol=1e-5, eps=1e-3, denoise=False))
+    c.sde = ml_collections.ConfigDict(dict(solver="euler"))
+    c.ddpm = ml_collections.ConfigDict(dict(variance="beta", spacing="leading"))
+    c.ddim = ml_collections.ConfigDict(dict(eta=0.0, spacing="leading"))
+    c.dpm_solver = ml_collections.ConfigDict(dict(order=3))
+    c.heun = ml_collections.ConfigDict(dict(rho=7.0, churn=0.0))
+    return c
+
+
+def _eval() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.checkpoint = placeholder(int)  # step of the checkpoint to evaluate (None: the latest)
+    c.split = "test"
+    c.batch_size = 256
+    c.enable_bpd = True           # bits/dim through the probability-flow ODE
+    c.enable_fid = False          # FID / KID of generated samples (needs the Inception weights)
+    return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The complete default config."""
+    config = ml_collections.ConfigDict()
+    config.seed = 42              # seeds weights, data order and training noise
+    config.device = "auto"        # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    config.training = _training()
+    config.sde = _sde()
+    config.model = _model()
+    config.optim = _optim()
+    config.data = _data()
+    config.sampling = _sampling()
+    config.eval = _eval()
+    return config

@@ -1,0 +1,6 @@
+"""Errors a user can cause; main.py prints them as one line instead of a traceback."""
+from datasets.download import DatasetNotFoundError
+from runners.validate import ConfigError
+from training.checkpoint import CheckpointError
+
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, FileNotFoundError, ValueError)

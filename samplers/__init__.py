@@ -1,0 +1,80 @@
+"""Samplers: every method sees only score_fn(x, t) and an SDE (DESIGN.md, MATH.md §3, §5).
+
+    from samplers import sample, METHODS
+    result = sample("dpm_solver", score_fn, sde, (64, 2), steps=10, generator=g)
+    result.samples, result.nfe
+"""
+import inspect
+
+import torch
+
+from samplers.ddim import ddim_sampler
+from samplers.ddpm import ddpm_sampler
+from samplers.dpm_solver import dpm_solver_sampler
+from samplers.heun import heun_sampler
+from samplers.noise import Noise
+from samplers.ode import ADAPTIVE, ode_sampler
+from samplers.pc import pc_sampler
+from samplers.result import CountingScore, SampleResult
+from samplers.reverse_sde import reverse_sde_sampler
+from samplers.validate import check_positive_int, choose
+from sde_lib import SDE
+from sde_lib.utils import ScoreFn
+
+# name -> sampler(score_fn, sde, x_T, *, steps, noise, **options) -> x_0. Extend by adding entries.
+METHODS = {
+    "pc": pc_sampler,
+    "ode": ode_sampler,
+    "sde": reverse_sde_sampler,
+    "ddpm": ddpm_sampler,
+    "ddim": ddim_sampler,
+    "dpm_solver": dpm_solver_sampler,
+    "heun": heun_sampler,
+}
+
+
+def method_options(method: str) -> dict:
+    """The options `method` takes and their defaults (keyword-only parameters but steps/noise)."""
+    params = inspect.signature(choose("method", method, METHODS)).parameters
+    return {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in ("steps", "noise")}
+
+
+def _check_options(method: str, options: dict) -> None:
+    valid = method_options(method)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"method {method!r} takes no option(s) {unknown}; valid options: {sorted(valid)}")
+
+
+def _initial(sde: SDE, shape, x_T, noise: Noise, device) -> torch.Tensor:
+    """x_T as given (checked against shape), or drawn from the prior with the sample's generator."""
+    shape = tuple(int(d) for d in shape)
+    if x_T is not None:
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape} was requested")
+        return x_T.to(device=device if device is not None else x_T.device, dtype=torch.float32)
+    return noise.draw(shape, device=device if device is not None else "cpu") * sde.prior_std()
+
+
+def sample(method: str, score_fn: ScoreFn, sde: SDE, shape, /, *, steps: int | None = None, device=None,
+           generator=None, x_T: torch.Tensor | None = None, **options) -> SampleResult:
+    """Draw x_0 [B, *D] = shape with `method` (a key of METHODS); `.nfe` counts score calls (MATH §5).
+
+    `generator`: one torch.Generator, or a list of B (one per sample: sample b then depends only
+    on generator b). `steps`: steps on the method's grid (see each method's docstring for its NFE).
+    """
+    fn = choose("method", method, METHODS)
+    _check_options(method, options)
+    if steps is not None:
+        steps = check_positive_int("steps", steps)
+    if len(tuple(shape)) < 2:
+        raise ValueError(f"shape must be [B, *D] with a batch dimension, got {tuple(shape)}")
+    noise = Noise(generator, int(tuple(shape)[0]))
+    counted = CountingScore(score_fn)
+    with torch.no_grad():
+        x = _initial(sde, shape, x_T, noise, device)
+        x0 = fn(counted, sde, x, steps=steps, noise=noise, **options)
+    return SampleResult(samples=x0, nfe=counted.calls, method=method)
+
+
+__all__ = ["sample", "METHODS", "method_options", "SampleResult", "ADAPTIVE"]

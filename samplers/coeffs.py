@@ -1,0 +1,43 @@
+"""Host-side (float64, Python scalars) schedule coefficients at grid times (MATH.md §1-3).
+
+The time grid is shared by the whole batch, so every scalar a step needs is computed once on
+the host in float64; steps then only scale tensors by Python floats (no device syncs).
+"""
+import torch
+
+from sde_lib import SDE
+
+
+def alpha_sigma(sde: SDE, t: float) -> tuple[float, float]:
+    """alpha(t), sigma(t) as Python floats (float64)."""
+    a, s = sde.alpha_sigma(torch.tensor([t], dtype=torch.float64))
+    return float(a), float(s)
+
+
+def transition(sde: SDE, t: float, t_next: float) -> tuple[float, float]:
+    """Exact forward transition t_next -> t (t_next < t): x_t = a x_{t_next} + sqrt(v) z (MATH §3).
+
+    a = alpha(t)/alpha(t_next), v = sigma(t)^2 - a^2 sigma(t_next)^2. For VP this is the DDPM
+    step with beta = 1 - a^2, valid for any step size (no beta_max/N >= 1 breakdown).
+    """
+    alpha_t, sigma_t = alpha_sigma(sde, t)
+    alpha_n, sigma_n = alpha_sigma(sde, t_next)
+    a = alpha_t / alpha_n
+    return a, max(sigma_t ** 2 - (a * sigma_n) ** 2, 0.0)
+
+
+def drift_coeffs(sde: SDE, t: float) -> tuple[float, float]:
+    """f(x, t) = f_coef x and g(t)^2 as floats (every SDE here has a drift linear in x)."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    f, g = sde.sde(one, torch.tensor([t], dtype=torch.float64))
+    return float(f[0, 0]), float(g[0]) ** 2
+
+
+def langevin_a(sde: SDE, t: float) -> float:
+    """The Langevin step-size factor a of MATH §5: 1 - beta_i for VP / sub-VP, 1 for VE."""
+    if not hasattr(sde, "beta_min"):
+        return 1.0
+    i = float(sde.discrete_index(torch.tensor([t], dtype=torch.float64)))
+    # DDPM's beta_i (MATH §3), written out because sub-VP has no discrete chain of its own.
+    beta_i = sde.beta_min / sde.N + i * (sde.beta_max - sde.beta_min) / (sde.N * (sde.N - 1))
+    return 1.0 - beta_i

@@ -1,0 +1,70 @@
+"""DDIM on a sub-sequence of the N-step chain (MATH.md §3, §5), step for step like diffusers.
+
+For a VPSDE the coefficients are DDPM's discrete alpha-bar_i (what a DDPM network was trained
+on, and what diffusers uses); the score function sees t_i = i/(N-1), so a network wrapped with
+`discrete_schedule=True` gets step index i. For VE and sub-VP the same update runs on the
+continuous alpha(t_i), sigma(t_i) (DDIM is the data-prediction exponential integrator of the
+probability flow, so it is defined for any linear SDE).
+"""
+import math
+
+import torch
+
+from samplers.grids import discrete_steps, previous_steps
+from samplers.noise import Noise
+from sde_lib import SDE, VPSDE
+from sde_lib.utils import ScoreFn
+
+T_MIN_CONTINUOUS = 1e-3  # sub-VP's sigma(0) = 0: continuous-schedule grids stop at this t
+
+
+def step_alpha_sigma(sde: SDE, steps: list[int]) -> list[tuple[float, float, float]]:
+    """(t_i, alpha_i, sigma_i) as floats for each step index i (-1: clean data, alpha=1, sigma=0)."""
+    abar = sde.alphas_cumprod.tolist() if isinstance(sde, VPSDE) else None
+    out = []
+    for i in steps:
+        if i < 0:
+            out.append((0.0, 1.0, 0.0))
+            continue
+        t = i / (sde.N - 1)
+        if abar is not None:
+            out.append((t, math.sqrt(abar[i]), math.sqrt(1.0 - abar[i])))
+        else:
+            t = max(t, T_MIN_CONTINUOUS)
+            a, s = sde.alpha_sigma(torch.tensor([t], dtype=torch.float64))
+            out.append((t, float(a), float(s)))
+    return out
+
+
+def ddim_step(score_fn: ScoreFn, x: torch.Tensor, cur: tuple, nxt: tuple, *, eta: float,
+              z: torch.Tensor | None) -> torch.Tensor:
+    """x_t -> x_t': x0 = (x - sigma eps)/alpha, x' = alpha' x0 + sqrt(sigma'^2 - v) eps + sqrt(v) z (MATH §5).
+
+    v = eta^2 (sigma'^2/sigma^2)(sigma^2 - (alpha/alpha')^2 sigma'^2), which for VP is
+    eta^2 (1-abar')/(1-abar) (1 - abar/abar').
+    """
+    t, alpha, sigma = cur
+    _, alpha_n, sigma_n = nxt
+    eps_hat = score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)) * (-sigma)
+    x0 = (x - sigma * eps_hat) / alpha
+    v = eta ** 2 * (sigma_n / sigma) ** 2 * max(sigma ** 2 - (alpha / alpha_n * sigma_n) ** 2, 0.0)
+    x_next = alpha_n * x0 + math.sqrt(max(sigma_n ** 2 - v, 0.0)) * eps_hat
+    return x_next + math.sqrt(v) * z if z is not None else x_next
+
+
+def ddim_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
+                 eta: float = 0.0, spacing: str = "trailing") -> torch.Tensor:
+    """DDIM from x_T [B, *D] to x_0 [B, *D] on `steps` (default 50) chain steps; NFE = steps (MATH §5).
+
+    eta = 0 is deterministic (first-order probability-flow solver), eta = 1 is DDPM on the
+    sub-sequence. The last step lands on alpha = 1, i.e. returns the predicted x0.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    seq = discrete_steps(sde.N, 50 if steps is None else steps, spacing)
+    prev = previous_steps(seq, sde.N, spacing, diffusers_ddim=True)
+    cur, nxt = step_alpha_sigma(sde, seq), step_alpha_sigma(sde, prev)
+    for c, n in zip(cur, nxt):
+        # diffusers draws noise only when eta > 0; keeping that order keeps generator streams aligned.
+        x = ddim_step(score_fn, x, c, n, eta=eta, z=noise.like(x) if eta > 0 else None)
+    return x

@@ -1,0 +1,24 @@
+"""Small tensor helpers shared by every module that works per sample."""
+from typing import Callable
+
+import torch
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def batch_broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """View a per-sample vector v [B] as [B, 1, ..., 1] so it broadcasts against x [B, *D]."""
+    return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
+
+
+def as_time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """Return t as a [B] tensor on x's device and dtype (a scalar is repeated over the batch)."""
+    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    return t
+
+
+def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
+    """Sum x [B, *D] over all but the first dimension -> [B]."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)

@@ -1,0 +1,150 @@
+"""The training loop: steps, progress bar, TensorBoard, sample grids, checkpoints, resume."""
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.ema import EMA
+from sde_lib.utils import ScoreFn
+from training.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
+from training.losses import LossFn
+from training.step import OptimSettings, train_step
+
+
+@dataclass
+class LoopSettings:
+    """How long to train and how often to log, checkpoint and draw samples."""
+    n_iters: int
+    log_freq: int = 25
+    snapshot_freq: int = 500
+    sample_freq: int = 0          # 0: a grid only at the end
+    keep_checkpoints: int = 3
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(2e-4, 0, 1.0))
+
+
+@dataclass
+class TrainParts:
+    """Everything the loop advances; `extra_state()` adds data-order and config to checkpoints."""
+    model: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
+    score_fn: ScoreFn
+    batches: Iterator[torch.Tensor]
+    generator: torch.Generator
+    extra_state: Callable[[], dict]
+    sample_grid: Callable[[int], torch.Tensor]  # step -> images [B, C, H, W] in [0, 1] (or a 2-D plot)
+
+
+def checkpoint_state(parts: TrainParts, step: int) -> dict:
+    """Plain state dict: model, EMA, optimizer, step, RNG states, plus the caller's extras."""
+    rng = {"torch": torch.get_rng_state(), "generator": parts.generator.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"model": parts.model.state_dict(), "ema": parts.ema.state_dict(),
+            "optimizer": parts.optimizer.state_dict(), "step": step, "rng": rng, **parts.extra_state()}
+
+
+def restore_state(parts: TrainParts, state: dict) -> int:
+    """Load a checkpoint_state() dict into parts; returns its step."""
+    parts.model.load_state_dict(state["model"])
+    parts.ema.load_state_dict(state["ema"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    parts.generator.set_state(state["rng"]["generator"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["step"])
+
+
+class _StopRequest:
+    """Turns SIGTERM into a flag the loop checks, so a pre-empted job checkpoints before it exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def _save(parts: TrainParts, workdir: Path, step: int, keep: int) -> Path:
+    path = save_checkpoint(checkpoint_path(workdir / "checkpoints", step), checkpoint_state(parts, step))
+    prune_checkpoints(workdir / "checkpoints", keep)
+    return path
+
+
+def _write_grid(parts: TrainParts, writer, workdir: Path, step: int) -> Path:
+    from evaluation.grid import save_image_grid
+
+    images = parts.sample_grid(step)
+    path = workdir / "samples" / f"samples_{step}.png"
+    grid = save_image_grid(images, path, upscale=4 if images.shape[-1] <= 32 else 1)
+    writer.add_image("samples", grid, step, dataformats="HWC")
+    return path
+
+
+def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step: int) -> int:
+    """Train from start_step to settings.n_iters; always ends with a checkpoint and a grid."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    workdir = Path(workdir)
+    writer = SummaryWriter(str(workdir / "tensorboard"))
+    step, last_saved, last_grid = start_step, start_step, None
+    bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+    tick, tick_step = time.perf_counter(), step
+    try:
+        with _StopRequest() as stop:
+            while step < settings.n_iters and not stop.requested:
+                loss, grad_norm, lr = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn,
+                                                 parts.score_fn, next(parts.batches), step,
+                                                 settings=settings.optim, generator=parts.generator)
+                step += 1
+                bar.update(1)
+                if step % settings.log_freq == 0 or step == settings.n_iters:
+                    # The only host sync of the loop: once every log_freq steps.
+                    rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
+                    tick, tick_step = time.perf_counter(), step
+                    _log(writer, bar, step, loss=loss.item(), grad_norm=grad_norm.item(), lr=lr, rate=rate)
+                if step % settings.snapshot_freq == 0:
+                    _save(parts, workdir, step, settings.keep_checkpoints)
+                    last_saved = step
+                if settings.sample_freq and step % settings.sample_freq == 0:
+                    last_grid = _write_grid(parts, writer, workdir, step)
+    finally:
+        # However the loop ended (done, SIGTERM, Ctrl-C, an error), keep the work done so far.
+        bar.close()
+        if step != last_saved or not (workdir / "checkpoints").is_dir():
+            path = _save(parts, workdir, step, settings.keep_checkpoints)
+            tqdm.write(f"saved checkpoint {path}")
+        writer.flush()
+    if last_grid is None or not last_grid.name.endswith(f"_{step}.png"):
+        last_grid = _write_grid(parts, writer, workdir, step)
+    tqdm.write(f"sample grid: {last_grid}")
+    writer.close()
+    return step
+
+
+def _log(writer, bar, step: int, *, loss: float, grad_norm: float, lr: float, rate: float) -> None:
+    writer.add_scalar("train/loss", loss, step)
+    writer.add_scalar("train/grad_norm", grad_norm, step)
+    writer.add_scalar("train/lr", lr, step)
+    writer.add_scalar("train/steps_per_sec", rate, step)
+    bar.set_postfix(loss=f"{loss:.4f}", gnorm=f"{grad_norm:.3f}", lr=f"{lr:.2e}", it_s=f"{rate:.1f}")

@@ -1,0 +1,100 @@
+"""Denoising score-matching losses (MATH.md §4): continuous DSM, SMLD and DDPM.
+
+Every loss has one call signature: loss_fn(score_fn, x0 [B, *D], generator) -> [B].
+"""
+from typing import Callable
+
+import torch
+
+from sde_lib import SDE, VESDE, VPSDE
+from sde_lib.utils import ScoreFn, batch_broadcast
+from training.importance import sample_importance_t
+
+LossFn = Callable[[ScoreFn, torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+def _reduce(v: torch.Tensor, reduce_mean: bool) -> torch.Tensor:
+    """Mean or sum over all but the batch dimension: [B, *D] -> [B]."""
+    flat = v.reshape(v.shape[0], -1)
+    return flat.mean(dim=1) if reduce_mean else flat.sum(dim=1)
+
+
+def _perturb(x0, alpha, sigma, generator):
+    """x_t = alpha x0 + sigma z, z ~ N(0, I) (MATH §4)."""
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return batch_broadcast(alpha, x0) * x0 + batch_broadcast(sigma, x0) * z, z
+
+
+def dsm_loss(sde: SDE, *, reduce_mean: bool = True, likelihood_weighting: bool = False,
+             importance_sampling: bool = False, eps: float = 1e-5) -> LossFn:
+    """Continuous DSM: lambda(t) |s(x_t, t) + z/sigma|^2, t ~ U(eps, T) (MATH §4)."""
+    if importance_sampling and not likelihood_weighting:
+        raise ValueError("importance_sampling=True needs likelihood_weighting=True (it samples t ~ g^2/sigma^2)")
+
+    def loss_fn(score_fn, x0, generator=None):
+        B = x0.shape[0]
+        if importance_sampling:
+            t, Z = sample_importance_t(sde, B, eps, generator=generator, device=x0.device, dtype=x0.dtype)
+        else:
+            t = eps + (sde.T - eps) * torch.rand(B, generator=generator, device=x0.device, dtype=x0.dtype)
+        alpha, sigma = sde.alpha_sigma(t)
+        x_t, z = _perturb(x0, alpha, sigma, generator)
+        # sigma s + z is the noise-prediction residual; lambda = sigma^2 makes the loss |sigma s + z|^2.
+        residual = _reduce((batch_broadcast(sigma, x0) * score_fn(x_t, t) + z) ** 2, reduce_mean)
+        if importance_sampling:
+            return residual * (Z / (sde.T - eps))  # (g^2/sigma^2)/q(t), averaged back to U(eps, T)
+        if likelihood_weighting:
+            return residual * sde.sde(x0, t)[1] ** 2 / sigma ** 2
+        return residual
+
+    return loss_fn
+
+
+def _uniform_steps(sde: SDE, x0, generator):
+    """i ~ U{0..N-1} and t_i = i/(N-1) T, the grid time of step i (MATH §3)."""
+    i = torch.randint(0, sde.N, (x0.shape[0],), generator=generator, device=x0.device)
+    return i, i.to(x0.dtype) * (sde.T / (sde.N - 1))
+
+
+def smld_loss(sde: VESDE, *, reduce_mean: bool = False) -> LossFn:
+    """SMLD: sigma_i^2 |s(x0 + sigma_i z, sigma_i) + z/sigma_i|^2 over the sigma ladder (MATH §4)."""
+    if not isinstance(sde, VESDE):
+        raise ValueError(f"the SMLD loss needs a VESDE, got {sde!r}")
+
+    def loss_fn(score_fn, x0, generator=None):
+        i, t = _uniform_steps(sde, x0, generator)
+        sigma = sde.discrete_sigma(i, x0)  # equals sigma(t_i): the ladder is sigma(t) on the grid
+        x_t, z = _perturb(x0, torch.ones_like(sigma), sigma, generator)
+        return _reduce((batch_broadcast(sigma, x0) * score_fn(x_t, t) + z) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+def ddpm_loss(sde: VPSDE, *, reduce_mean: bool = True) -> LossFn:
+    """DDPM: |eps_theta(x_i, i) - z|^2 with x_i = sqrt(abar_i) x0 + sqrt(1-abar_i) z (MATH §3-4)."""
+    if not isinstance(sde, VPSDE):
+        raise ValueError(f"the DDPM loss needs a VPSDE, got {sde!r}")
+    cache: dict = {}
+
+    def loss_fn(score_fn, x0, generator=None):
+        key = (x0.device, x0.dtype)
+        if key not in cache:
+            cache[key] = sde.alphas_cumprod.to(device=x0.device, dtype=x0.dtype)
+        i, t = _uniform_steps(sde, x0, generator)
+        abar = cache[key][i]
+        sigma = torch.sqrt(1 - abar)
+        x_t, z = _perturb(x0, torch.sqrt(abar), sigma, generator)
+        eps_theta = -batch_broadcast(sigma, x0) * score_fn(x_t, t)  # the network's noise prediction
+        return _reduce((eps_theta - z) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+LOSSES = {"dsm": dsm_loss, "smld": smld_loss, "ddpm": ddpm_loss}
+
+
+def get_loss_fn(name: str, sde: SDE, **options) -> LossFn:
+    """Build a loss by name ('dsm', 'smld', 'ddpm') with its keyword options."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}")
+    return LOSSES[name](sde, **options)
