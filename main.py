@@ -67,6 +67,42 @@ def default_workdir(config_arg: str) -> str:
     return str(Path("runs") / Path(config_arg.partition(":")[0]).stem)
 
 
+def _unknown_override(argv: list[str]) -> str | None:
+    """The first --config.<path>=value whose path the config file does not define, with the valid names."""
+    import runpy
+
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if config_arg is None and "--config" in argv and argv.index("--config") + 1 < len(argv):
+        config_arg = argv[argv.index("--config") + 1]
+    if config_arg is None:
+        return None
+    config = runpy.run_path(config_arg.partition(":")[0])["get_config"]()
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        node, path = config, arg[len("--config."):].split("=", 1)[0].split(".")
+        for depth, key in enumerate(path):
+            if not hasattr(node, "keys") or key not in node:
+                where = ".".join(["config", *path[:depth]])
+                valid = sorted(node.keys()) if hasattr(node, "keys") else []
+                return f"unknown config field {'.'.join(path)!r}: {where} has no {key!r}; valid names: {valid}"
+            node = node[key]
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with one clear line for a misspelt --config.<field> override."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError):
+        message = _unknown_override(argv)
+        if message is None:
+            raise
+        sys.exit(f"FATAL Flags parsing error: {message}")
+    except flags.Error as e:
+        sys.exit(f"FATAL Flags parsing error: {e}\nPass --help to see the flags.")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -82,4 +118,4 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    app.run(main, argv=resolve_config_arg(sys.argv))
+    app.run(main, argv=resolve_config_arg(sys.argv), flags_parser=parse_flags)

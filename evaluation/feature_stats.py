@@ -118,7 +118,7 @@ def extract_features(images: Images, model: torch.nn.Module, batch_size: int = D
             x = to_unit_images(batch, device)
             if batch.is_floating_point():
                 b_lo, b_hi = torch.aminmax(x)
-                if i == 0 and (b_lo < 0 or b_hi > 1):  # fail fast on the common mistakes
+                if i == 0 and not (b_lo >= 0 and b_hi <= 1):  # fail fast on common mistakes (and NaN)
                     raise _range_error(float(b_lo), float(b_hi))
                 lo = b_lo if lo is None else torch.minimum(lo, b_lo)
                 hi = b_hi if hi is None else torch.maximum(hi, b_hi)
@@ -130,7 +130,7 @@ def extract_features(images: Images, model: torch.nn.Module, batch_size: int = D
                 kept.append(feats)
     if moments is None:
         raise ValueError("no images were given")
-    if lo is not None and (lo < 0 or hi > 1):
+    if lo is not None and not (lo >= 0 and hi <= 1):  # NaN compares False: caught too
         raise _range_error(float(lo), float(hi))
     return moments, (torch.cat(kept) if keep_features else None)
 

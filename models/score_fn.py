@@ -23,20 +23,6 @@ def _label_fn(sde: SDE, time_input: str, time_scale: float) -> Callable[[torch.T
     return lambda t: torch.log(sde.alpha_sigma(t)[1])
 
 
-def _discrete_alpha_sigma(sde: VPSDE) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """alpha, sigma from DDPM's discrete alpha-bar_i, the coefficients a discrete model was trained on."""
-    cache: dict = {}
-
-    def alpha_sigma(t: torch.Tensor):
-        key = (t.device, t.dtype)
-        if key not in cache:  # moved once per device, never inside the sampling loop
-            cache[key] = sde.alphas_cumprod.to(device=t.device, dtype=t.dtype)
-        abar = cache[key][sde.discrete_index(t)]
-        return abar.sqrt(), (1 - abar).sqrt()
-
-    return alpha_sigma
-
-
 def _to_score(prediction: str, out, x, alpha, sigma):
     """Convert a network output to the score: s = -eps/sigma = (alpha x0 - x)/sigma^2 (MATH §5)."""
     a, s = batch_broadcast(alpha, x), batch_broadcast(sigma, x)
@@ -67,7 +53,7 @@ def get_score_fn(sde: SDE, model: nn.Module, *, prediction: str = "eps", time_in
     if discrete_schedule and not isinstance(sde, VPSDE):
         raise ValueError(f"discrete_schedule=True needs a VPSDE (DDPM's alpha-bar), got {sde!r}")
     label_of = _label_fn(sde, time_input, time_scale)
-    alpha_sigma = _discrete_alpha_sigma(sde) if discrete_schedule else sde.alpha_sigma
+    alpha_sigma = (lambda t: sde.discrete_alpha_sigma(sde.discrete_index(t), t)) if discrete_schedule else sde.alpha_sigma
 
     def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = as_time(t, x)

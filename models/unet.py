@@ -103,17 +103,17 @@ class SmallUNet(nn.Module):
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:
-            h = self._apply(layer, h, temb)
+            h = self._run_layer(layer, h, temb)
             skips.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, temb)), temb)
         for layer in self.up:
             if isinstance(layer, nn.ModuleList):
                 h = torch.cat([h, skips.pop()], dim=1)
-            h = self._apply(layer, h, temb)
+            h = self._run_layer(layer, h, temb)
         return self.conv_out(nn.functional.silu(self.norm_out(h)))
 
     @staticmethod
-    def _apply(layer, h, temb):
+    def _run_layer(layer, h, temb):
         if isinstance(layer, nn.ModuleList):  # a ResBlock, optionally followed by attention
             h = layer[0](h, temb)
             return layer[1](h) if len(layer) > 1 else h

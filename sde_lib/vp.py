@@ -44,6 +44,10 @@ class _LinearBetaSDE(SDE):
 class VPSDE(_LinearBetaSDE):
     """VP SDE: f = -beta(t) x / 2, g = sqrt(beta(t)); its discretization is DDPM's chain (MATH §2-3)."""
 
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+        super().__init__(beta_min, beta_max, N)
+        self._tables: dict = {}
+
     def sde(self, x, t):
         t = as_time(t, x)
         beta_t = self.beta(t)
@@ -72,6 +76,15 @@ class VPSDE(_LinearBetaSDE):
     def alphas_cumprod(self) -> torch.Tensor:
         """alpha-bar_i = prod_{j<=i} (1 - beta_j), float64 [N] on the CPU (MATH §3)."""
         return torch.cumprod(1.0 - self.discrete_betas, dim=0)
+
+    def discrete_alpha_sigma(self, i: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(alpha-bar_i) and sqrt(1 - alpha-bar_i) [B] for steps i [B], on like's device and dtype."""
+        key = (like.device, like.dtype)
+        if key not in self._tables:  # built in float64 and moved once per device, not per call
+            abar = self.alphas_cumprod  # float64: 1 - abar would lose digits near 1 in float32
+            self._tables[key] = torch.stack([abar.sqrt(), (1 - abar).sqrt()]).to(device=like.device, dtype=like.dtype)
+        table = self._tables[key][:, i]
+        return table[0], table[1]
 
     def discrete_beta(self, i: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """beta_i for integer steps i [B], on like's device and dtype (closed form, no table)."""

@@ -74,16 +74,11 @@ def ddpm_loss(sde: VPSDE, *, reduce_mean: bool = True) -> LossFn:
     """DDPM: |eps_theta(x_i, i) - z|^2 with x_i = sqrt(abar_i) x0 + sqrt(1-abar_i) z (MATH §3-4)."""
     if not isinstance(sde, VPSDE):
         raise ValueError(f"the DDPM loss needs a VPSDE, got {sde!r}")
-    cache: dict = {}
 
     def loss_fn(score_fn, x0, generator=None):
-        key = (x0.device, x0.dtype)
-        if key not in cache:
-            cache[key] = sde.alphas_cumprod.to(device=x0.device, dtype=x0.dtype)
         i, t = _uniform_steps(sde, x0, generator)
-        abar = cache[key][i]
-        sigma = torch.sqrt(1 - abar)
-        x_t, z = _perturb(x0, torch.sqrt(abar), sigma, generator)
+        alpha, sigma = sde.discrete_alpha_sigma(i, x0)
+        x_t, z = _perturb(x0, alpha, sigma, generator)
         eps_theta = -batch_broadcast(sigma, x0) * score_fn(x_t, t)  # the network's noise prediction
         return _reduce((eps_theta - z) ** 2, reduce_mean)
 

@@ -15,11 +15,25 @@ import pytest
 import torch
 
 from evaluation import inception_weights as iw
+from evaluation.fid import mmd2_unbiased
 from evaluation.inception import FIDInceptionV3, _avg_pool_3x3, _max_pool_3x3
 
 SHARED_SCRIPTS = Path(__file__).resolve().parents[3] / "shared" / "scripts"
 KEYS_JSON = SHARED_SCRIPTS / "inception_keys.json"
 OFFLINE_ASSETS = SHARED_SCRIPTS / "offline_assets.py"
+
+
+@pytest.fixture(autouse=True)
+def _single_blas_thread():
+    # 2048-d eigendecompositions: threaded OpenBLAS spin-waits on a busy 2-core machine
+    # (seen: 50x slower); one thread is as fast when the machine is idle.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it the tests only run slower
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _meta_state():
@@ -187,7 +201,7 @@ def _blobs(n, *, seed, invert=False):
 
 @pytest.mark.slow
 def test_end_to_end_small_fid_and_the_statistics_cache(real_weights, real_model, tmp_path):
-    from evaluation import frechet_distance, inception_statistics
+    from evaluation import inception_statistics
     from evaluation.stats_cache import cached_statistics, fid_kid_against_reference
 
     a, b = _blobs(4, seed=0), _blobs(4, seed=1, invert=True)
@@ -195,22 +209,28 @@ def test_end_to_end_small_fid_and_the_statistics_cache(real_weights, real_model,
         mu_a, s_a, f_a = inception_statistics(a, real_weights, 3, keep_features=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mu_b, s_b = inception_statistics(b, model=real_model, batch_size=4)
+        _, _, f_b = inception_statistics(b, model=real_model, batch_size=4, keep_features=True)
         calls = []
         ref = lambda: cached_statistics(lambda: calls.append(1) or a, stats_dir=tmp_path, dataset="blobs",  # noqa: E731
                                         split="train", resolution=32, num_images=4, weights=real_weights,
                                         keep_features=True, batch_size=4)
         first, second = ref(), ref()
-        result = fid_kid_against_reference(a, first, model=real_model, kid_subsets=3)
-    f64 = f_a.astype(np.float64)
-    np.testing.assert_allclose(mu_a, f64.mean(0), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(s_a, np.cov(f64, rowvar=False), rtol=1e-5, atol=1e-9)
-    fid = frechet_distance(mu_a, s_a, mu_b, s_b)
-    assert np.isfinite(fid) and fid > 1.0  # inverted colour blobs are far apart
-    assert frechet_distance(mu_a, s_a, mu_a, s_a) == pytest.approx(0.0, abs=1e-6 * np.trace(s_a))
-    # The cache: computed once, then read back; the same images give FID 0 and KID 0.
+        result = fid_kid_against_reference(b, first, model=real_model, kid_subsets=3)
+    a64, b64 = f_a.astype(np.float64), f_b.astype(np.float64)
+    np.testing.assert_allclose(mu_a, a64.mean(0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(s_a, np.cov(a64, rowvar=False), rtol=1e-5, atol=1e-9)
+    # The cache: computed once, then read back unchanged.
     assert calls == [1] and second["path"] == first["path"] and second["path"].is_file()
     np.testing.assert_allclose(second["mu"], mu_a, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(second["features"], f_a)
-    assert result["num_samples"] == 4 and result["fid"] == pytest.approx(0.0, abs=1e-6 * np.trace(s_a))
-    assert result["kid_mean"] == pytest.approx(0.0, abs=1e-6) and result["kid_std"] == pytest.approx(0.0, abs=1e-6)
+    # FID of 4 vs 4 points: by the singular-covariance oracle (test_fid_math), the nuclear norm
+    # of the centred feature cross product gives tr (S1 S2)^(1/2) independently.
+    ac, bc = a64 - a64.mean(0), b64 - b64.mean(0)
+    tr_sqrt = np.linalg.svd(bc @ ac.T, compute_uv=False).sum() / 3
+    expected = np.sum((a64.mean(0) - b64.mean(0)) ** 2) + np.trace(s_a) + np.trace(np.cov(b64, rowvar=False)) - 2 * tr_sqrt
+    assert result["num_samples"] == 4 and expected > 1.0  # inverted colour blobs are far apart
+    assert result["fid"] == pytest.approx(expected, rel=1e-5)
+    # Every KID subset is the whole set here, so the mean is the full-set MMD^2 (with 4 points its
+    # unbiased estimate may well be negative) and the std is 0.
+    assert result["kid_mean"] == pytest.approx(mmd2_unbiased(b64, a64), rel=1e-5)
+    assert result["kid_std"] == pytest.approx(0.0, abs=1e-9)

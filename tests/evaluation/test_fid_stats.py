@@ -106,6 +106,8 @@ def test_out_of_range_floats_raise_on_first_and_later_batches():
     model = PatchMeans()
     with pytest.raises(ValueError, match=r"\[0, 1\].*\(x \+ 1\) / 2"):
         inception_statistics(torch.rand(8, 3, 8, 8) * 2 - 1, model=model, batch_size=4)
+    with pytest.raises(ValueError, match="nan"):
+        inception_statistics(torch.full((2, 3, 8, 8), float("nan")), model=model)
     late = torch.rand(80, 3, 8, 8)
     late[70] *= 255  # only a later batch is wrong: caught by the check after the loop
     with pytest.raises(ValueError, match="found values in"):

@@ -1,0 +1,77 @@
+"""Check that our `ddpm` / `ddim` reproduce diffusers' DDPMScheduler / DDIMScheduler step for step.
+
+Run with the peers venv (diffusers is not a project dependency):
+    /work/venvs/peers/bin/python scripts/check_ddpm_ddim_vs_diffusers.py
+Same noise-prediction network, x_T and generator on both sides; 1000 linear betas 1e-4..0.02
+(our VPSDE(0.1, 20, N=1000), MATH.md §3); clipping off. Prints the max |difference| per case
+and exits non-zero if any exceeds 1e-5.
+"""
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import get_score_fn  # noqa: E402
+from samplers import sample  # noqa: E402
+from sde_lib import VPSDE  # noqa: E402
+
+TOL = 1e-5
+
+
+class TinyEpsNet(torch.nn.Module):
+    """A fixed random eps-predictor eps(x, i) on [B, 2, 4, 4] images, conditioned on the integer step."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(32, 32, generator=g) / 32 ** 0.5, requires_grad=False)
+        self.v = torch.nn.Parameter(torch.randn(32, generator=g), requires_grad=False)
+
+    def forward(self, x, label):
+        step = torch.round(torch.as_tensor(label, dtype=x.dtype).reshape(-1)).expand(x.shape[0])
+        h = x.reshape(x.shape[0], -1)
+        out = torch.tanh(h @ self.w + torch.sin(step[:, None] / 100.0 + self.v))
+        return out.reshape(x.shape)
+
+
+def run_diffusers(scheduler, net, x_T, steps, generator, **step_kw):
+    scheduler.set_timesteps(steps)
+    x = x_T.clone()
+    for t in scheduler.timesteps:
+        eps = net(x, torch.full((x.shape[0],), float(t)))
+        x = scheduler.step(eps, t, x, generator=generator, **step_kw).prev_sample
+    return x
+
+
+def main() -> int:
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    sde, net, shape = VPSDE(beta_min=0.1, beta_max=20.0, N=1000), TinyEpsNet(), (4, 2, 4, 4)
+    score_fn = get_score_fn(sde, net, prediction="eps", time_input="index", discrete_schedule=True)
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    common = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=False)
+    worst = 0.0
+    for spacing, steps, eta, per_sample in itertools.product(("leading", "trailing"), (10, 50, 333), (0.0, 0.5, 1.0), (False, True)):
+        gens = lambda: [torch.Generator().manual_seed(10 + i) for i in range(shape[0])] if per_sample else torch.Generator().manual_seed(10)  # noqa: E731
+        ref = run_diffusers(DDIMScheduler(**common, timestep_spacing=spacing, set_alpha_to_one=True), net, x_T, steps, gens(), eta=eta)
+        ours = sample("ddim", score_fn, sde, shape, x_T=x_T, steps=steps, generator=gens(), eta=eta, spacing=spacing).samples
+        diff = float((ours - ref).abs().max())
+        worst = max(worst, diff)
+        print(f"ddim  spacing={spacing:8s} steps={steps:4d} eta={eta:.1f} per_sample={per_sample!s:5s} max|diff|={diff:.2e}")
+    for spacing, steps, variance in itertools.product(("leading", "trailing"), (10, 100, 1000), ("beta", "beta_tilde")):
+        vt = "fixed_large" if variance == "beta" else "fixed_small"
+        ref = run_diffusers(DDPMScheduler(**common, timestep_spacing=spacing, variance_type=vt), net, x_T, steps,
+                            torch.Generator().manual_seed(10))
+        ours = sample("ddpm", score_fn, sde, shape, x_T=x_T, steps=steps, generator=torch.Generator().manual_seed(10),
+                      variance=variance, spacing=spacing).samples
+        diff = float((ours - ref).abs().max())
+        worst = max(worst, diff)
+        print(f"ddpm  spacing={spacing:8s} steps={steps:4d} variance={variance:10s} max|diff|={diff:.2e}")
+    print(f"worst max|diff| = {worst:.2e} (tolerance {TOL:.0e})")
+    return 0 if worst <= TOL else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
