@@ -21,6 +21,8 @@ def _training() -> ml_collections.ConfigDict:
     c.sample_freq = 1250          # steps between sample grids (PNG + TensorBoard); 0 = only at the end
     c.keep_checkpoints = 3        # newest checkpoints kept on disk (0 = all)
     c.grid_size = 64              # images in each sample grid
+    c.max_nonfinite_steps = 10    # consecutive NaN/Inf losses or gradients (each skipped) before stopping
+    c.debug_nan_steps = ()        # test hook: 1-based steps whose loss is forced to NaN
     return c
 
 

@@ -5,8 +5,9 @@ FID (Heusel et al. 2017) between N(mu1, S1) and N(mu2, S2):
     FID = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1 S2)^(1/2)
 
 `tr (S1 S2)^(1/2)` is computed as the sum of square roots of the eigenvalues of the symmetric
-positive semi-definite matrix `S1^(1/2) S2 S1^(1/2)`, which has the same non-zero eigenvalues as
-`S1 S2`. Unlike a general matrix square root of `S1 S2`, this stays real and finite when the
+positive semi-definite matrix `A^T S2 A`, where `S1 = A A^T` comes from the eigendecomposition of
+S1 (A = V sqrt(W), restricted to the non-zero eigenvalues); it has the same non-zero eigenvalues
+as `S1 S2`. Unlike a general matrix square root of `S1 S2`, this stays real and finite when the
 covariances are singular (fewer samples than features): eigenvalues within round-off of zero
 (including tiny negative ones) are set to zero.
 
@@ -39,18 +40,16 @@ def _psd_eigenvalues_clamped(w: np.ndarray) -> np.ndarray:
     return np.where(w > tol, w, 0.0)
 
 
-def _psd_sqrt(a: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric PSD matrix [D, D]."""
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(_psd_eigenvalues_clamped(w))) @ v.T
-
-
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """tr (S1 S2)^(1/2) for PSD S1, S2 [D, D], via the eigenvalues of S1^(1/2) S2 S1^(1/2)."""
-    s1_half = _psd_sqrt(sigma1)
-    m = s1_half @ sigma2 @ s1_half
-    w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(_psd_eigenvalues_clamped(w)).sum())
+    """tr (S1 S2)^(1/2) for PSD S1, S2 [D, D], from the eigenvalues of A^T S2 A where S1 = A A^T."""
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    keep = _psd_eigenvalues_clamped(w) > 0
+    # A = V_r diag(sqrt(w_r)) over the r non-zero eigenvalues: A^T S2 A [r, r] has the non-zero
+    # eigenvalues of S1 S2 = A (A^T S2), and is small when S1 is singular (r <= N - 1).
+    a = v[:, keep] * np.sqrt(w[keep])
+    m = a.T @ sigma2 @ a
+    eig = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(_psd_eigenvalues_clamped(eig)).sum()) if eig.size else 0.0
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

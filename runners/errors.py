@@ -2,5 +2,7 @@
 from datasets.download import DatasetNotFoundError
 from runners.validate import ConfigError
 from training.checkpoint import CheckpointError
+from training.loop import NonFiniteLossError
 
-USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, FileNotFoundError, ValueError,
+               NonFiniteLossError)

@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 from models import EMA
 from runners.common import build_model, build_score_fn, build_sde, data_shape, get_device
 from runners.validate import validate_config
-from training.checkpoint import load_latest_checkpoint
+from training.checkpoint import load_latest_checkpoint, remove_stale_temporaries
 from training.loop import LoopSettings, TrainParts, restore_state, run_loop
 from training.losses import get_loss_fn
 from training.optim import build_optimizer
@@ -27,6 +27,7 @@ def _settings(config) -> LoopSettings:
     t, o = config.training, config.optim
     return LoopSettings(n_iters=t.n_iters, log_freq=t.log_freq, snapshot_freq=t.snapshot_freq,
                         sample_freq=t.sample_freq, keep_checkpoints=t.keep_checkpoints,
+                        max_nonfinite_steps=t.max_nonfinite_steps, debug_nan_steps=tuple(t.debug_nan_steps),
                         optim=OptimSettings(lr=o.lr, warmup=o.warmup, grad_clip=o.grad_clip))
 
 
@@ -98,6 +99,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str | None
                        extra_state=lambda: {"config": config.to_dict(), "data": stream.state_dict()},
                        sample_grid=_grid_sampler(config, sde, ema, device))
     start = 0
+    remove_stale_temporaries(Path(workdir) / "checkpoints")
     found = load_latest_checkpoint(Path(workdir) / "checkpoints", map_location=device)
     if found is not None:
         state, path = found

@@ -31,7 +31,8 @@ def _one_of(value, field: str, names) -> None:
 def _validate_training(config) -> None:
     t = config.training
     for field, low in [("batch_size", 1), ("n_iters", 0), ("log_freq", 1), ("snapshot_freq", 1),
-                       ("sample_freq", 0), ("keep_checkpoints", 0), ("grid_size", 1)]:
+                       ("sample_freq", 0), ("keep_checkpoints", 0), ("grid_size", 1),
+                       ("max_nonfinite_steps", 1)]:
         _int_at_least(config, f"training.{field}", low)
     _one_of(t.loss, "training.loss", LOSSES)
     _need(0 < t.eps < 1, "training.eps", t.eps, "a float in (0, 1)")

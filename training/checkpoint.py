@@ -98,6 +98,14 @@ def load_latest_checkpoint(ckpt_dir: str | os.PathLike, map_location=None) -> tu
     return None
 
 
+def remove_stale_temporaries(ckpt_dir: str | os.PathLike) -> None:
+    """Delete temporary files left by a process killed while writing a checkpoint."""
+    d = Path(ckpt_dir)
+    if d.is_dir():
+        for path in d.glob(".checkpoint_*.tmp*"):
+            path.unlink(missing_ok=True)
+
+
 def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (keep <= 0: keep all)."""
     if keep <= 0:

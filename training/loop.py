@@ -1,5 +1,6 @@
 """The training loop: steps, progress bar, TensorBoard, sample grids, checkpoints, resume."""
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ class LoopSettings:
     snapshot_freq: int = 500
     sample_freq: int = 0          # 0: a grid only at the end
     keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 10   # consecutive NaN/Inf steps tolerated before stopping
+    debug_nan_steps: tuple = ()     # test hook: 1-based steps whose loss is made NaN
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(2e-4, 0, 1.0))
 
 
@@ -60,6 +63,10 @@ def restore_state(parts: TrainParts, state: dict) -> int:
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps with a NaN or Inf loss or gradient."""
 
 
 class _StopRequest:
@@ -109,37 +116,60 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
     writer = SummaryWriter(str(workdir / "tensorboard"))
     step, last_saved, last_grid = start_step, start_step, None
     bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
-    tick, tick_step = time.perf_counter(), step
+    tick, tick_step, skipped, in_a_row = time.perf_counter(), step, 0, 0
     try:
         with _StopRequest() as stop:
             while step < settings.n_iters and not stop.requested:
-                loss, grad_norm, lr = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn,
-                                                 parts.score_fn, next(parts.batches), step,
-                                                 settings=settings.optim, generator=parts.generator)
+                scale = float("nan") if step + 1 in settings.debug_nan_steps else 1.0
+                result = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn, parts.score_fn,
+                                    next(parts.batches), step, settings=settings.optim,
+                                    generator=parts.generator, loss_scale=scale)
                 step += 1
                 bar.update(1)
+                if not result.applied:
+                    skipped, in_a_row = skipped + 1, in_a_row + 1
+                    writer.add_scalar("train/skipped_nonfinite_steps", skipped, step)
+                    tqdm.write(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)")
+                    if in_a_row >= settings.max_nonfinite_steps:
+                        raise NonFiniteLossError(
+                            f"{in_a_row} consecutive non-finite steps ending at step {step}; "
+                            f"stopped. Last good checkpoint: {_last_checkpoint(workdir)}")
+                    continue
+                in_a_row = 0
                 if step % settings.log_freq == 0 or step == settings.n_iters:
-                    # The only host sync of the loop: once every log_freq steps.
+                    # The only other host sync of the loop: once every log_freq steps.
                     rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
                     tick, tick_step = time.perf_counter(), step
-                    _log(writer, bar, step, loss=loss.item(), grad_norm=grad_norm.item(), lr=lr, rate=rate)
+                    _log(writer, bar, step, loss=result.loss.item(), grad_norm=result.grad_norm.item(),
+                         lr=result.lr, rate=rate)
                 if step % settings.snapshot_freq == 0:
                     _save(parts, workdir, step, settings.keep_checkpoints)
                     last_saved = step
                 if settings.sample_freq and step % settings.sample_freq == 0:
                     last_grid = _write_grid(parts, writer, workdir, step)
     finally:
-        # However the loop ended (done, SIGTERM, Ctrl-C, an error), keep the work done so far.
+        # However the loop ended (done, SIGTERM, Ctrl-C, an error), keep the work done so far;
+        # after persistent NaNs nothing is saved: the last good checkpoint stays the newest.
         bar.close()
-        if step != last_saved or not (workdir / "checkpoints").is_dir():
+        if step != last_saved and sys.exc_info()[0] is not NonFiniteLossError:
             path = _save(parts, workdir, step, settings.keep_checkpoints)
             tqdm.write(f"saved checkpoint {path}")
         writer.flush()
+    if stop.requested:
+        writer.close()
+        raise SystemExit(f"stopped by SIGTERM at step {step}; checkpoint saved, rerun the same command to resume")
     if last_grid is None or not last_grid.name.endswith(f"_{step}.png"):
         last_grid = _write_grid(parts, writer, workdir, step)
     tqdm.write(f"sample grid: {last_grid}")
     writer.close()
     return step
+
+
+def _last_checkpoint(workdir: Path) -> str:
+    from training.checkpoint import list_checkpoints
+
+    found = list_checkpoints(workdir / "checkpoints")
+    return str(found[-1]) if found else "none (no checkpoint written yet)"
 
 
 def _log(writer, bar, step: int, *, loss: float, grad_norm: float, lr: float, rate: float) -> None:

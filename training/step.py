@@ -18,17 +18,34 @@ class OptimSettings:
     grad_clip: float
 
 
+@dataclass
+class StepResult:
+    """What one step reports: loss and gradient norm (device tensors), lr, and whether it was applied."""
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    lr: float
+    applied: bool
+
+
 def train_step(model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
                score_fn: ScoreFn, batch: torch.Tensor, step: int, *, settings: OptimSettings,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Take step `step` (0-based) on batch [B, *D]; returns loss, grad norm (device tensors) and lr."""
+               generator: torch.Generator | None = None, loss_scale: float = 1.0) -> StepResult:
+    """Take step `step` (0-based) on batch [B, *D]; a NaN/Inf loss or gradient skips the update.
+
+    `loss_scale` multiplies the loss (the NaN-injection test hook passes nan).
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(score_fn, batch, generator).mean()
+    loss = loss_fn(score_fn, batch, generator).mean() * loss_scale
     loss.backward()
     lr = warmup_lr(step, lr=settings.lr, warmup=settings.warmup)
     set_lr(optimizer, lr)
     grad_norm = clip_gradients(model, settings.grad_clip)
-    optimizer.step()
-    ema.update(model)
-    return loss.detach(), grad_norm.detach(), lr
+    # One host sync per step, as AMP's GradScaler does: a non-finite update would poison the
+    # Adam moments and the EMA for good, so it must be skipped before it happens.
+    applied = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
+    if applied:
+        optimizer.step()
+        ema.update(model)
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss.detach(), grad_norm.detach(), lr, applied)
