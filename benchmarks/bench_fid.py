@@ -48,7 +48,8 @@ def bench_throughput(weights, batch_sizes, n_images):
         t0 = time.perf_counter()
         extract_features(images, model, bs)
         rows.append((bs, n_images / (time.perf_counter() - t0)))
-    print(f"\n## Inception features on CPU ({kind} weights, {n_images} images of 32x32, {torch.get_num_threads()} threads)")
+    print(f"\n## Inception features on CPU ({kind} weights, {n_images} images of 32x32, "
+          f"{torch.get_num_threads()} threads)")
     print(f"{'batch':>6} {'images/s':>9} {'vs batch 1':>10}")
     base = rows[0][1]
     for bs, ips in rows:

@@ -22,6 +22,9 @@ def get_config():
     config.model.nf = 128
     config.model.ch_mult = (1, 2, 2, 2)
     config.model.attn_resolutions = (16,)
+    config.model.num_res_blocks = 4
+    config.sampling.method = "pc"  # the reference recipes; each model config sets its predictor/corrector
+    config.sampling.steps = None   # sde.N = 1000 steps
     config.sampling.batch_size = 128
     config.sampling.num_samples = 50_000
     return config

@@ -47,9 +47,9 @@ def _model() -> ml_collections.ConfigDict:
     c.ema_rate = 0.999            # EMA decay of the weights used for sampling and evaluation
     c.dropout = 0.0
     # U-Nets (unet_small, ncsnpp, ddpm)
-    c.nf = 64                     # base channel count
+    c.nf = 32                     # base channel count
     c.ch_mult = (1, 2)            # channel multiplier per resolution level
-    c.num_res_blocks = 2          # residual blocks per level
+    c.num_res_blocks = 1          # residual blocks per level
     c.attn_resolutions = ()       # resolutions with self-attention (the middle block always has one)
     # ncsnpp / ddpm only (the paper's CIFAR-10 architectures; see configs/cifar10_*.py)
     c.resamp_with_conv = True
@@ -101,8 +101,9 @@ def _data() -> ml_collections.ConfigDict:
 
 def _sampling() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.method = "pc"               # a name in samplers.METHODS
-    c.steps = placeholder(int)    # steps on the method's time grid (None: the method's default)
+    c.method = "dpm_solver"       # a name in samplers.METHODS (the paper's configs use "pc")
+    # Steps on the method's time grid (None: the method's default, e.g. sde.N for pc).
+    c.steps = ml_collections.FieldReference(20, field_type=int)
     c.batch_size = 256            # samples per batch in --mode sample / eval
     c.num_samples = 1024          # samples written by --mode sample
     c.seed = 0                    # sample k uses its own generator seeded with (seed, k)
@@ -120,11 +121,23 @@ def _sampling() -> ml_collections.ConfigDict:
 
 def _eval() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.checkpoint = placeholder(int)  # step of the checkpoint to evaluate (None: the latest)
-    c.split = "test"
-    c.batch_size = 256
-    c.enable_bpd = True           # bits/dim through the probability-flow ODE
-    c.enable_fid = False          # FID / KID of generated samples (needs the Inception weights)
+    c.checkpoint = placeholder(int)  # step of the checkpoint to sample from / evaluate (None: the latest)
+    c.split = "test"              # data split for bits/dim (and FID reference statistics)
+    c.batch_size = 256            # images per bits/dim batch
+    c.enable_bpd = True           # --mode eval computes bits/dim through the probability-flow ODE
+    c.enable_fid = False          # --mode eval computes FID / KID of generated samples (Inception weights needed)
+    # bits/dim (MATH §6; likelihood.bits_per_dim)
+    c.bpd_num_images = placeholder(int)  # images of the split to evaluate (None: all)
+    c.bpd_divergence = "hutchinson"  # "hutchinson" (unbiased estimate) or "exact" (D VJPs; small images)
+    c.bpd_noise = "rademacher"    # Hutchinson probe distribution: "rademacher" or "gaussian"
+    c.bpd_n_probes = 1            # probes per image, sharing one trajectory (more: lower variance)
+    c.bpd_solver = "dopri5"       # adaptive ODE solver on the device: "dopri5" or "bosh3"
+    c.bpd_rtol = 1e-5
+    c.bpd_atol = 1e-5
+    c.bpd_eps = 1e-5              # the ODE starts at t = eps
+    c.bpd_dequantization = "uniform"  # "uniform" (K draws averaged) or "importance" (K-sample bound)
+    c.bpd_n_dequant = 1           # K
+    c.bpd_seed = 0                # seeds dequantization noise and probes
     return c
 
 

@@ -71,7 +71,8 @@ def to_unit_images(batch: Tensor, device: torch.device | str) -> Tensor:
         x = batch.to(device).permute(0, 3, 1, 2).float().div(255.0)  # ToTensor's conversion
     elif batch.is_floating_point():
         if batch.shape[1] not in (1, 3):
-            hint = " (looks like [N, H, W, C]: float images must be channels-first)" if batch.shape[-1] in (1, 3) else ""
+            nhwc = batch.shape[-1] in (1, 3)
+            hint = " (looks like [N, H, W, C]: float images must be channels-first)" if nhwc else ""
             raise ValueError(f"float images must be [N, C, H, W] with C = 1 or 3, got shape {tuple(batch.shape)}{hint}")
         x = batch.to(device, torch.float32)
     else:

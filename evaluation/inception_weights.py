@@ -79,8 +79,6 @@ def resolve_weights(path: str | os.PathLike | None = None, *, download: bool = T
         raise InceptionWeightsError(_missing_weights_message(f"not in the hub cache {hub}; download disabled"))
     try:
         _download(WEIGHTS_URL, hub)
-    except InceptionWeightsError:
-        raise
     except OSError as e:  # URLError, timeouts, DNS failure: we are offline
         raise InceptionWeightsError(_missing_weights_message(f"download failed: {e}")) from e
     return hub

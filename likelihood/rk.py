@@ -84,16 +84,18 @@ def _select(mask: torch.Tensor, new: State, old: State) -> State:
     return tuple(torch.where(_bcast(mask, n).bool(), n, o) for n, o in zip(new, old))
 
 
-def _initial_step(func: OdeFunc, tau0, y0: State, f0: State, norm: ErrorNorm, order: int):
+def _initial_step(func: OdeFunc, tau0, y0: State, f0: State, norm: ErrorNorm, *, order: int,
+                  tau_end: float) -> torch.Tensor:
     """Per-sample starting step from the size of y and its first two derivatives (Hairer et al. II.4)."""
     d0, d1 = norm(y0, y0, y0).double(), norm(f0, y0, y0).double()
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    h0 = h0.clamp(max=0.5 * tau_end)  # the trial point must stay inside the time span
     f1 = func(tau0 + h0, _axpy(y0, h0, [f0], [1.0]))
     d2 = norm(tuple(a - b for a, b in zip(f1, f0)), y0, y0).double() / h0
     dmax = torch.maximum(d1, d2)
     h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
                      (0.01 / dmax) ** (1.0 / order))
-    return torch.minimum(100 * h0, h1)
+    return torch.minimum(100 * h0, h1).nan_to_num(1e-6).clamp(min=1e-10 * tau_end, max=tau_end)
 
 
 def integrate(func: OdeFunc, y0: State, tau_end: float, *, method: str, rtol: float, atol: float,
@@ -103,7 +105,7 @@ def integrate(func: OdeFunc, y0: State, tau_end: float, *, method: str, rtol: fl
     B = y0[0].shape[0]
     tau = torch.zeros(B, dtype=torch.float64, device=y0[0].device)
     y, k1 = y0, func(tau, y0)
-    h = _initial_step(func, tau, y0, k1, norm, tab.order).clamp(max=tau_end)
+    h = _initial_step(func, tau, y0, k1, norm, order=tab.order, tau_end=tau_end)
     nfe, n_steps = 2, 0
     # The loop condition is the one host sync per step, as in any adaptive solver.
     while bool((tau < tau_end).any()):

@@ -18,18 +18,11 @@ from sde_lib.utils import ScoreFn
 T_MIN_CONTINUOUS = 1e-3  # sub-VP's sigma(0) = 0: continuous-schedule grids stop at this t
 
 
-def discrete_alphas_cumprod(sde: VPSDE) -> torch.Tensor:
-    """DDPM's alpha-bar_i as a DDPM network is trained with it: a float32 cumulative product.
-
-    MATH §3's alpha-bar_i, rounded the way float32 training code (and diffusers) computes it; the
-    ~1e-5 relative difference to the float64 product would otherwise show after many steps.
-    """
-    return torch.cumprod(1.0 - sde.discrete_betas.to(torch.float32), dim=0)
-
-
 def step_alpha_sigma(sde: SDE, steps: list[int]) -> list[tuple[float, float, float]]:
     """(t_i, alpha_i, sigma_i) as floats for each step index i (-1: clean data, alpha=1, sigma=0)."""
-    abar = discrete_alphas_cumprod(sde).tolist() if isinstance(sde, VPSDE) else None
+    # The same float64 alpha-bar table models.get_score_fn(discrete_schedule=True) converts with,
+    # so eps = -sigma_i s recovers the network's output exactly.
+    abar = sde.alphas_cumprod.tolist() if isinstance(sde, VPSDE) else None
     out = []
     for i in steps:
         if i < 0:

@@ -227,7 +227,8 @@ def test_end_to_end_small_fid_and_the_statistics_cache(real_weights, real_model,
     # of the centred feature cross product gives tr (S1 S2)^(1/2) independently.
     ac, bc = a64 - a64.mean(0), b64 - b64.mean(0)
     tr_sqrt = np.linalg.svd(bc @ ac.T, compute_uv=False).sum() / 3
-    expected = np.sum((a64.mean(0) - b64.mean(0)) ** 2) + np.trace(s_a) + np.trace(np.cov(b64, rowvar=False)) - 2 * tr_sqrt
+    s_b = np.cov(b64, rowvar=False)
+    expected = np.sum((a64.mean(0) - b64.mean(0)) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt
     assert result["num_samples"] == 4 and expected > 1.0  # inverted colour blobs are far apart
     assert result["fid"] == pytest.approx(expected, rel=1e-5)
     # Every KID subset is the whole set here, so the mean is the full-set MMD^2 (with 4 points its
