@@ -14,4 +14,5 @@ def get_config():
     config.training.reduce_mean = True
     config.data.centered = True
     config.sampling.method = "ddpm"
+    config.sampling.ddpm.variance = "beta"  # Ho et al. sample CIFAR-10 with sigma_i^2 = beta_i
     return config

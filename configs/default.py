@@ -107,15 +107,12 @@ def _sampling() -> ml_collections.ConfigDict:
     c.batch_size = 256            # samples per batch in --mode sample / eval
     c.num_samples = 1024          # samples written by --mode sample
     c.seed = 0                    # sample k uses its own generator seeded with (seed, k)
-    # Options of each method; only the chosen method's block is passed to it.
-    c.pc = ml_collections.ConfigDict(dict(predictor="euler_maruyama", corrector="none", snr=0.16,
-                                          n_steps_each=1, probability_flow=False, denoise=True, eps=1e-3))
-    c.ode = ml_collections.ConfigDict(dict(solver="dopri5", rtol=1e-5, atol=1e-5, eps=1e-3, denoise=False))
-    c.sde = ml_collections.ConfigDict(dict(solver="euler"))
-    c.ddpm = ml_collections.ConfigDict(dict(variance="beta", spacing="leading"))
-    c.ddim = ml_collections.ConfigDict(dict(eta=0.0, spacing="leading"))
-    c.dpm_solver = ml_collections.ConfigDict(dict(order=3))
-    c.heun = ml_collections.ConfigDict(dict(rho=7.0, churn=0.0))
+    # One block of options per method, with the sampler's own defaults (see each sampler's
+    # docstring); only the chosen method's block is passed to it: --config.sampling.pc.snr=0.1
+    from samplers import METHODS, method_options
+
+    for name in METHODS:
+        c[name] = ml_collections.ConfigDict(method_options(name))
     return c
 
 
