@@ -4,6 +4,7 @@
   python main.py --mode sample --config configs/vpsde.py --workdir runs/vp
   python main.py --mode eval   --config configs/vpsde.py --workdir runs/vp
 Override any config field: --config.training.n_iters=5000 --config.sampling.method=ode
+Data-parallel on N GPUs (or CPU processes): torchrun --nproc_per_node=N main.py --mode train ...
 """
 import importlib
 import sys
@@ -18,7 +19,7 @@ MODES = {
     "train": "runners.train",
     "sample": "runners.sample",
     "eval": "runners.evaluate",
-    "stats": "runners.eval_fid",
+    "stats": "runners.stats",
 }
 
 FLAGS = flags.FLAGS
@@ -107,11 +108,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from runners.errors import USER_ERRORS
+    from training.distributed import process_group
 
     workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
     runner = importlib.import_module(MODES[FLAGS.mode])
     try:
-        runner.run(FLAGS.config, workdir, FLAGS.eval_folder)
+        with process_group(FLAGS.config):  # joins torchrun's group when launched by torchrun; else a no-op
+            runner.run(FLAGS.config, workdir, FLAGS.eval_folder)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
 

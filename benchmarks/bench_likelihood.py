@@ -1,18 +1,27 @@
 """Likelihood evaluation: wall time, NFE and error of `likelihood.log_likelihood` against the reference
 method (benchmarks/baseline_likelihood.py) on the same data, score function and probe, in one run.
 
-(a) the exact score of a Gaussian mixture at D = 64 (cheap score: solver overhead dominates);
+(a) the exact score of a Gaussian mixture at D = 64 (cheap score: solver overhead matters);
 (b) the small U-Net (random init) at D = 784 = 28x28x1 (network cost dominates). VP, float32 data.
-Errors in nats per dimension, mean |logp - truth| / D over the batch:
-  solver error  -- against a tight float64 solve with the *same* Hutchinson probe (same integrand),
-  total error   -- (a) only: against the model's own exact density (DOP853 at 1e-10, analytic
-                   divergence), which includes the probe noise of a Hutchinson estimate.
+
+Baseline and ours run interleaved (order alternating) `--repeats` times per tolerance; the table
+gives median wall times and the speed-up as the ratio of the medians (and the range of the
+per-repeat ratios). NFE: batched score evaluations; for ours also the mean number of evaluations
+per sample (finished samples leave the batch, so the cost follows that mean). Errors in nats per
+dimension, mean |logp - truth| / D over the samples:
+  solver err -- against a tight solve with the *same* Hutchinson probe (same integrand): (a) scipy
+                DOP853 in t, float64, rtol = atol = 1e-10 (independent of `likelihood`); (b) ours in
+                float64 at `--tight` on the first `--ref-b` samples (the U-Net is too slow for more);
+  total err  -- (a) only: against the model's own exact density (DOP853 at 1e-10 with the analytic
+                divergence), which includes the probe noise of a Hutchinson estimate.
 
     python benchmarks/bench_likelihood.py                       # both cases, batch 256
-    python benchmarks/bench_likelihood.py --cases b --batch-b 16 --tols 1e-5
+    python benchmarks/bench_likelihood.py --cases b --batch-b 16 --tols-b 1e-4
 """
 import argparse
 import math
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,37 +52,73 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def _err(logp, ref, D):
-    return ((logp.double() - ref.double()).abs() / D).mean().item()
+def _err(logp, ref, D, n=None):
+    n = ref.shape[0] if n is None else n
+    return ((logp[:n].double() - ref[:n].double()).abs() / D).mean().item()
 
 
-def _rows_for_tol(score_fn, sde, x, tol, same_probe_ref, exact_ref, *, extra):
-    """Baseline and ours at one tolerance; returns printable rows."""
+def _load() -> str:
+    return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def _probe(x):
+    return sample_probes("rademacher", 1, x, torch.Generator().manual_seed(SEED))
+
+
+def _ours(score_fn, sde, x, tol, **kw):
+    return log_likelihood(score_fn, sde, x, rtol=tol, atol=tol, generator=torch.Generator().manual_seed(SEED), **kw)
+
+
+def _interleaved(score_fn, sde, x, tol, repeats):
+    """Baseline and ours (1 probe, the same one) alternately, `repeats` times: results and wall times."""
+    probe = _probe(x)[0]
+    base_t, ours_t, base, ours = [], [], None, None
+    for r in range(repeats):
+        order = ("base", "ours") if r % 2 == 0 else ("ours", "base")
+        for who in order:
+            if who == "base":
+                base, t = _timed(lambda: baseline_log_likelihood(score_fn, sde, x, probe, rtol=tol, atol=tol))
+                base_t.append(t)
+            else:
+                ours, t = _timed(lambda: _ours(score_fn, sde, x, tol))
+                ours_t.append(t)
+        print(f"  tol {tol:.0e} repeat {r + 1}/{repeats}: baseline {base_t[-1]:.2f} s, ours {ours_t[-1]:.2f} s "
+              f"({_load()})", file=sys.stderr, flush=True)
+    return base, ours, base_t, ours_t
+
+
+def _rows_for_tol(score_fn, sde, x, tol, refs, *, repeats, extra, n_ref=None):
+    """Rows (method, tol, time, NFE, mean NFE/sample, solver err, total err, speed-up) at one tolerance."""
+    same_probe, exact = refs
     D = x[0].numel()
-    probe = sample_probes("rademacher", 1, x, torch.Generator().manual_seed(SEED))[0]
-    base, tb = _timed(lambda: baseline_log_likelihood(score_fn, sde, x, probe, rtol=tol, atol=tol))
-    rows = [("baseline RK45, 1 probe", tol, tb, base.nfe, _err(base.logp, same_probe_ref, D),
-             None if exact_ref is None else _err(base.logp, exact_ref, D), 1.0)]
-    runs = [("ours dopri5, 1 probe", dict(n_probes=1))] + extra
-    for name, kw in runs:
-        res, t = _timed(lambda: log_likelihood(score_fn, sde, x, rtol=tol, atol=tol,
-                                               generator=torch.Generator().manual_seed(SEED), **kw))
-        solver_err = _err(res.logp_probes[:, 0], same_probe_ref, D) if kw.get("divergence") != "exact" else None
-        total = None if exact_ref is None else _err(res.logp, exact_ref, D)
-        rows.append((name, tol, t, res.nfe, solver_err, total, tb / t))
+    base, ours, base_t, ours_t = _interleaved(score_fn, sde, x, tol, repeats)
+    tb, to = statistics.median(base_t), statistics.median(ours_t)
+    ratios = [b / o for b, o in zip(base_t, ours_t)]
+    total = lambda lp: None if exact is None else _err(lp, exact, D)
+    rows = [("baseline RK45 (t, scipy, f64), 1 probe", tol, tb, base.nfe, None,
+             _err(base.logp, same_probe, D, n_ref), total(base.logp), "1.0x"),
+            ("ours dopri5 (theta), 1 probe", tol, to, ours.nfe, ours.sample_nfe.double().mean().item(),
+             _err(ours.logp_probes[:, 0], same_probe, D, n_ref), total(ours.logp),
+             f"{tb / to:.1f}x ({min(ratios):.1f}-{max(ratios):.1f})")]
+    for name, kw in extra:      # single runs, for the accuracy side (no target on their speed)
+        res, t = _timed(lambda: _ours(score_fn, sde, x, tol, **kw))
+        solver = None if kw.get("divergence") == "exact" else _err(res.logp_probes[:, 0], same_probe, D, n_ref)
+        rows.append((name, tol, t, res.nfe, res.sample_nfe.double().mean().item(), solver, total(res.logp),
+                     f"{tb / t:.1f}x"))
     return rows
 
 
 def _print(title, rows):
     print(f"\n{title}")
-    print(f"| method | tol | time (s) | NFE | solver err (nats/dim) | total err (nats/dim) | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| method | tol | time (s) | NFE (batched) | NFE per sample | solver err | total err | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     fmt = lambda v: "—" if v is None else f"{v:.1e}"
-    for name, tol, t, nfe, se, te, sp in rows:
-        print(f"| {name} | {tol:.0e} | {t:.2f} | {nfe} | {fmt(se)} | {fmt(te)} | {sp:.1f}x |", flush=True)
+    for name, tol, t, nfe, per, se, te, sp in rows:
+        per_s = "—" if per is None else f"{per:.0f}"
+        print(f"| {name} | {tol:.0e} | {t:.2f} | {nfe} | {per_s} | {fmt(se)} | {fmt(te)} | {sp} |", flush=True)
 
 
-def case_a(batch: int, tols):
+def case_a(batch: int, tols, repeats: int):
     """Gaussian-mixture oracle at D = 64."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "likelihood"))
     from reference import reference_logp
@@ -82,36 +127,53 @@ def case_a(batch: int, tols):
     x = gm.sample(batch, torch.Generator().manual_seed(2))
     score_fn = gm.score_fn(sde)
     exact_ref, t_ref = _timed(lambda: reference_logp(gm, sde, x))
-    same_probe = log_likelihood(score_fn, sde, x.double(), rtol=1e-10, atol=1e-10,
-                                generator=torch.Generator().manual_seed(SEED)).logp
+    same_probe, t_same = _timed(lambda: baseline_log_likelihood(
+        score_fn, sde, x.double(), _probe(x)[0].double(), rtol=1e-10, atol=1e-10, method="DOP853").logp)
     extra = [("ours dopri5, exact divergence", dict(divergence="exact")),
              ("ours dopri5, 8 probes", dict(n_probes=8))]
     rows = []
     for tol in tols:
-        rows += _rows_for_tol(score_fn, sde, x, tol, same_probe, exact_ref, extra=extra)
-    _print(f"(a) Gaussian-mixture oracle, D = {D}, batch {batch}, VP (reference solve {t_ref:.0f} s)", rows)
+        rows += _rows_for_tol(score_fn, sde, x, tol, (same_probe, exact_ref), repeats=repeats, extra=extra)
+    _print(f"(a) Gaussian-mixture oracle, D = {D}, batch {batch}, VP, {repeats} interleaved repeats "
+           f"(references: exact density {t_ref:.0f} s, same-probe DOP853 {t_same:.0f} s)", rows)
 
 
-def case_b(batch: int, tols, tight: float):
+def case_b(batch: int, tols, *, tight: float, repeats: int, n_ref: int):
     """Small U-Net (random init) at D = 784."""
     from models import get_score_fn
     from models.unet import SmallUNet
     sde = VPSDE()
+    arch = dict(image_size=28, num_channels=1, nf=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,))
     torch.manual_seed(3)
-    net = SmallUNet(image_size=28, num_channels=1, nf=32, ch_mult=(1, 2, 2), num_res_blocks=1).eval()
+    net = SmallUNet(**arch).eval()
     score_fn = get_score_fn(sde, net, prediction="eps", time_input="t", time_scale=999.0)
     x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1
-    net64 = SmallUNet(image_size=28, num_channels=1, nf=32, ch_mult=(1, 2, 2), num_res_blocks=1).eval()
+    net64 = SmallUNet(**arch).eval()
     net64.load_state_dict(net.state_dict())
     score64 = get_score_fn(sde, net64.double(), prediction="eps", time_input="t", time_scale=999.0)
-    ref, t_ref = _timed(lambda: log_likelihood(score64, sde, x.double(), rtol=tight, atol=tight,
-                                               generator=torch.Generator().manual_seed(SEED)))
-    extra = [("ours dopri5, 4 probes", dict(n_probes=4))]
+    n_ref = min(n_ref, batch)
+    # Same probe as the batch's first n_ref samples: probes are drawn for the whole batch, then cut.
+    probe = _probe(x)[:, :n_ref].double()
+    ref, t_ref = _timed(lambda: _same_probe_ours(score64, sde, x[:n_ref].double(), probe, tight))
     rows = []
     for tol in tols:
-        rows += _rows_for_tol(score_fn, sde, x, tol, ref.logp, None, extra=extra)
-    _print(f"(b) SmallUNet (random init), D = 784, batch {batch}, VP; reference: ours float64 at "
-           f"tol {tight:.0e}, {ref.nfe} NFE, {t_ref:.0f} s", rows)
+        rows += _rows_for_tol(score_fn, sde, x, tol, (ref.logp, None), repeats=repeats,
+                              extra=[("ours dopri5, 4 probes", dict(n_probes=4))] if batch <= 64 else [],
+                              n_ref=n_ref)
+    _print(f"(b) SmallUNet (random init), D = 784, batch {batch}, VP, {repeats} interleaved repeat(s); "
+           f"solver err on the first {n_ref} samples against ours in float64 at tol {tight:.0e} "
+           f"({ref.nfe} NFE, {t_ref:.0f} s)", rows)
+
+
+def _same_probe_ours(score_fn, sde, x, probe, tol):
+    """Ours with a given probe [1, B, *D] (log_likelihood draws its own; this pins it)."""
+    import likelihood.ode_logp as ode_logp
+    draw = ode_logp.sample_probes
+    ode_logp.sample_probes = lambda noise, n, like, generator=None: probe.to(like.dtype)
+    try:
+        return log_likelihood(score_fn, sde, x, rtol=tol, atol=tol)
+    finally:
+        ode_logp.sample_probes = draw
 
 
 def main():
@@ -119,17 +181,22 @@ def main():
     p.add_argument("--cases", default="a,b")
     p.add_argument("--batch-a", type=int, default=256)
     p.add_argument("--batch-b", type=int, default=256)
-    p.add_argument("--tols", default="1e-3,1e-4,1e-5")
+    p.add_argument("--tols", default="1e-3,1e-4,1e-5", help="tolerances of case (a)")
+    p.add_argument("--tols-b", default="1e-3,1e-4", help="tolerances of case (b) (a U-Net solve at batch 256 takes minutes)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per tolerance, case (a)")
+    p.add_argument("--repeats-b", type=int, default=1)
     p.add_argument("--tight", type=float, default=1e-7, help="tolerance of the (b) reference solve")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ref-b", type=int, default=8, help="samples of (b) the errors are measured on")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    tols = [float(v) for v in args.tols.split(",")]
-    print(f"torch {torch.__version__}, {args.threads} threads")
+    parse = lambda s: [float(v) for v in s.split(",")]
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {_load()} at start")
     if "a" in args.cases:
-        case_a(args.batch_a, tols)
+        case_a(args.batch_a, parse(args.tols), args.repeats)
     if "b" in args.cases:
-        case_b(args.batch_b, tols, args.tight)
+        case_b(args.batch_b, parse(args.tols_b), tight=args.tight, repeats=args.repeats_b, n_ref=args.ref_b)
+    print(f"\n{_load()} at the end")
 
 
 if __name__ == "__main__":

@@ -27,4 +27,6 @@ def get_config():
     config.sampling.steps = None   # sde.N = 1000 steps
     config.sampling.batch_size = 128
     config.sampling.num_samples = 50_000
+    config.eval.fid_num_samples = 50_000
+    config.eval.enable_fid = True
     return config

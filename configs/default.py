@@ -9,7 +9,7 @@ from ml_collections.config_dict import placeholder
 
 def _training() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.batch_size = 128            # images per step (per process when distributed)
+    c.batch_size = 128            # images per step per process: the global batch is batch_size x world size
     c.n_iters = 2500              # total optimisation steps; a larger value continues a finished run
     c.loss = "dsm"                # "dsm" (continuous), "smld" (VE, discrete sigmas), "ddpm" (VP, discrete steps)
     c.reduce_mean = True          # average the loss over dimensions instead of summing (MATH §4)
@@ -23,6 +23,10 @@ def _training() -> ml_collections.ConfigDict:
     c.grid_size = 64              # images in each sample grid
     c.max_nonfinite_steps = 10    # consecutive NaN/Inf losses or gradients (each skipped) before stopping
     c.debug_nan_steps = ()        # test hook: 1-based steps whose loss is forced to NaN
+    # Performance options (GPU); the defaults keep CPU runs bitwise exact.
+    c.mixed_precision = "no"      # "no" or "bf16": the network's forward under torch.autocast (training and sampling)
+    c.compile = False             # torch.compile the network for training and sampling (first steps are slow)
+    c.tf32 = True                 # CUDA only: TF32 matmuls / convolutions on Ampere and newer GPUs
     return c
 
 
@@ -135,6 +139,25 @@ def _eval() -> ml_collections.ConfigDict:
     c.bpd_dequantization = "uniform"  # "uniform" (K draws averaged) or "importance" (K-sample bound)
     c.bpd_n_dequant = 1           # K
     c.bpd_seed = 0                # seeds dequantization noise and probes
+    # FID / KID (evaluation/; README "Sample quality")
+    c.fid_num_samples = 10000     # samples generated for FID (the paper: 50000); fewer than 2048 biases FID
+    c.fid_batch_size = 50         # images per Inception batch
+    c.inception_weights = ""      # path of pt_inception-2015-12-05-6726825d.pth ("": torch hub cache, else download)
+    c.stats_dir = ""              # reference statistics cache ("": $SCORESDE_ASSETS/fid_stats)
+    c.stats_split = "train"       # data split of the reference statistics
+    c.stats_num_images = placeholder(int)  # reference images (None: the whole split)
+    c.enable_kid = True           # also KID (stores the reference features: 8 KB per image)
+    c.kid_subsets = 100
+    c.kid_subset_size = 1000
+    return c
+
+
+def _distributed() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Used only under torchrun (main.py joins its process group); one process ignores them.
+    c.backend = "auto"            # "auto" (nccl on CUDA, gloo on CPU), "nccl" or "gloo"
+    c.timeout_seconds = 1800.0    # a collective waiting longer (dead or stuck peer) raises; must exceed the
+                                  # longest rank-0-only work between steps (sample grids, checkpoint writes)
     return c
 
 
@@ -150,4 +173,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = _data()
     config.sampling = _sampling()
     config.eval = _eval()
+    config.distributed = _distributed()
     return config

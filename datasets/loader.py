@@ -49,8 +49,15 @@ class InfiniteBatches:
         self.random_flip, self.uniform_dequantization = random_flip, uniform_dequantization
         self.device = torch.device(device) if device is not None else _data(dataset).device
         self.steps_per_epoch = n // global_batch if drop_last else -(-n // global_batch)
-        self.epoch, self.step = 0, 0
+        # Position: `offset` items of epoch `epoch`'s permutation consumed (world-size free, so a
+        # checkpoint resumes at any world size); `step` counts this epoch's batches (seeds noise).
+        self.epoch, self.step, self.offset = 0, 0, 0
         self._perm_epoch, self._perm = -1, None
+
+    @property
+    def global_batch(self) -> int:
+        """Items per step over all ranks: batch_size x world_size."""
+        return self.batch_size * self.world_size
 
     def permutation(self, epoch: int) -> Tensor:
         """The global order of epoch `epoch`, the same on every rank (cached for one epoch)."""
@@ -59,51 +66,69 @@ class InfiniteBatches:
             self._perm, self._perm_epoch = torch.randperm(len(self.dataset), generator=g), epoch
         return self._perm
 
+    def _global_chunk(self, epoch: int, offset: int) -> Tensor:
+        """Item indices of the global batch starting at `offset` of epoch's order, padded to world_size."""
+        perm = self.permutation(epoch)
+        chunk = perm[offset:offset + self.global_batch]
+        pad = -len(chunk) % self.world_size  # short last batch (drop_last=False): equal shares
+        return torch.cat([chunk, perm[:pad]]) if pad else chunk
+
     def indices(self, epoch: int, step: int) -> Tensor:
         """This rank's item indices for global batch `step` of `epoch`: every world_size-th one."""
-        size = self.batch_size * self.world_size
-        perm = self.permutation(epoch)
-        chunk = perm[step * size:(step + 1) * size]
-        pad = -len(chunk) % self.world_size  # short last batch (drop_last=False): equal shares
-        chunk = torch.cat([chunk, perm[:pad]]) if pad else chunk
-        return chunk[self.rank::self.world_size]
+        return self._global_chunk(epoch, step * self.global_batch)[self.rank::self.world_size]
 
     def _transform(self, batch: Tensor, epoch: int, step: int) -> Tensor:
         if not isinstance(self.dataset, ImageDataset):
             return batch
-        # noise seeded by (seed, epoch, step, rank): a resumed run draws the same flips and u
-        g = torch.Generator(device=self.device).manual_seed(
-            mix_seed(self.seed, epoch, step, self.rank))
+        # noise seeded by (seed, epoch, step): a resumed run draws the same flips and u. Drawn for
+        # the whole global batch (the caller slices), so item j gets the same noise at any world size.
+        g = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, epoch, step, 0))
         x = uniform_dequantize(batch, g) if self.uniform_dequantization else to_unit_float(batch)
         return random_hflip(x, g) if self.random_flip else x
+
+    def _end_of_epoch(self) -> bool:
+        n = len(self.dataset)
+        return self.offset + (self.global_batch if self.drop_last else 1) > n
 
     def __iter__(self) -> "InfiniteBatches":
         return self
 
     def __next__(self) -> Tensor:
         epoch, step = self.epoch, self.step
-        idx = self.indices(epoch, step)
-        self.step += 1
-        if self.step == self.steps_per_epoch:
-            self.epoch, self.step = self.epoch + 1, 0
-        batch = _data(self.dataset)[idx].to(self.device)
+        chunk = self._global_chunk(epoch, self.offset)
+        self.step, self.offset = self.step + 1, self.offset + self.global_batch
+        if self._end_of_epoch():
+            self.epoch, self.step, self.offset = self.epoch + 1, 0, 0
+        if self.world_size > 1 and (self.random_flip or self.uniform_dequantization):
+            # random augmentations: transform the global batch, keep this rank's rows (cheap next to the network)
+            batch = _data(self.dataset)[chunk].to(self.device)
+            return self._transform(batch, epoch, step)[self.rank::self.world_size]
+        batch = _data(self.dataset)[chunk[self.rank::self.world_size]].to(self.device)
         return self._transform(batch, epoch, step)
 
     def state_dict(self) -> dict[str, int]:
-        """Position of the next batch, plus what must match on restore."""
-        return {"seed": self.seed, "epoch": self.epoch, "step": self.step,
+        """Position of the next batch (`items` consumed of epoch `epoch`), plus what must match on restore."""
+        return {"seed": self.seed, "epoch": self.epoch, "step": self.step, "items": self.offset,
                 "batch_size": self.batch_size, "world_size": self.world_size,
                 "num_items": len(self.dataset)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue exactly where `state_dict()` was taken (same data, batch size and world size)."""
+        """Continue where `state_dict()` was taken: exactly for the same global batch, and at the
+        same item of the same epoch for another world size (a changed global batch then starts its
+        batches there). At the same world size the batch size must match."""
         mine = self.state_dict()
-        for key in ("batch_size", "world_size", "num_items"):
+        keys = ("num_items",) if int(state["world_size"]) != self.world_size else ("batch_size", "num_items")
+        for key in keys:
             if int(state[key]) != mine[key]:
                 raise ValueError(f"cannot resume the batch stream: saved {key}={int(state[key])}, "
                                  f"current {key}={mine[key]}")
-        self.seed, self.epoch, self.step = int(state["seed"]), int(state["epoch"]), int(state["step"])
-        self._perm_epoch = -1
+        saved_global = int(state["batch_size"]) * int(state["world_size"])
+        # checkpoints written before `items` existed hold only the global batch count
+        self.offset = int(state.get("items", int(state["step"]) * saved_global))
+        self.seed, self.epoch, self._perm_epoch = int(state["seed"]), int(state["epoch"]), -1
+        self.step = -(-self.offset // self.global_batch)  # the next batch's number (noise seed) in this epoch
+        if self._end_of_epoch():
+            self.epoch, self.step, self.offset = self.epoch + 1, 0, 0
 
 
 def infinite_batches(dataset: Dataset, batch_size: int, *, generator: torch.Generator,

@@ -3,7 +3,9 @@
 Every sample of the batch carries its own time `tau [B]` and step `h [B]`: a step is accepted or
 rejected per sample from that sample's own error ratio, so a sample's trajectory does not depend
 on its batch-mates (beyond floating-point reduction order). All samples are still evaluated in
-one batched call per stage; a sample that has reached the end takes zero-length steps.
+one batched call per stage, but only the samples still running: each step gathers the unfinished
+rows, so the cost follows the mean number of steps per sample, not the slowest sample's. Acceptance
+and the next step are decided on the device; finding the unfinished rows is the one host sync per step.
 """
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -11,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 State = tuple[torch.Tensor, ...]          # every entry has the batch as leading dimension
-OdeFunc = Callable[[torch.Tensor, State], State]
+OdeFunc = Callable[[torch.Tensor, State, torch.Tensor], State]  # (tau [b], y, rows [b] of the batch)
 ErrorNorm = Callable[[State, State, State], torch.Tensor]  # (err, y0, y1) -> ratio [B]; <= 1 accepts
 
 
@@ -51,6 +53,10 @@ TABLEAUS: dict[str, Tableau] = {
 }
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+# PI step control h <- h * safety * r_n^(-K_I/order) * r_{n-1}^(K_P/order) (Gustafsson; Hairer et
+# al. II.4): the memory term damps the accept/reject oscillation an I-controller shows where the
+# step is limited by stability, which costs a whole step (6 evaluations for dopri5) each time.
+K_I, K_P = 0.85, 0.2
 
 
 @dataclass
@@ -58,8 +64,9 @@ class OdeSolution:
     """End state of a per-sample adaptive solve and its cost."""
 
     y: State
-    nfe: int          # batched function evaluations
-    n_steps: int      # step attempts (accepted or rejected), the same for every sample
+    nfe: int                  # batched function evaluations (the slowest sample's count)
+    n_steps: int              # step rounds (the slowest sample's accepted + rejected steps)
+    sample_evals: torch.Tensor  # [B] int64 evaluations spent on each sample
 
 
 def _bcast(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,30 +74,40 @@ def _bcast(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return v.to(y.dtype).reshape(v.shape[0], *([1] * (y.ndim - 1)))
 
 
+def _combine(ks: Sequence[State], weights: Sequence[float], i: int) -> torch.Tensor | None:
+    """sum_j w_j k_j[i] over the non-zero weights (None if all are zero)."""
+    acc = None
+    for w, k in zip(weights, ks):
+        if w != 0.0:
+            acc = k[i] * w if acc is None else acc.add(k[i], alpha=w)
+    return acc
+
+
 def _axpy(y: State, h: torch.Tensor, ks: Sequence[State], weights: Sequence[float]) -> State:
     """y + h * sum_j w_j k_j, skipping zero weights."""
     out = []
     for i, yi in enumerate(y):
-        acc = yi.clone()
-        hb = _bcast(h, yi)
-        for w, k in zip(weights, ks):
-            if w != 0.0:
-                acc = acc + (hb * w) * k[i]
-        out.append(acc)
+        acc = _combine(ks, weights, i)
+        out.append(yi if acc is None else torch.addcmul(yi, _bcast(h, yi), acc))
     return tuple(out)
+
+
+def _scaled(h: torch.Tensor, ks: Sequence[State], weights: Sequence[float]) -> State:
+    """h * sum_j w_j k_j (the local error estimate when weights = b_err)."""
+    return tuple(_bcast(h, k0) * _combine(ks, weights, i) for i, k0 in enumerate(ks[0]))
 
 
 def _select(mask: torch.Tensor, new: State, old: State) -> State:
     return tuple(torch.where(_bcast(mask, n).bool(), n, o) for n, o in zip(new, old))
 
 
-def _initial_step(func: OdeFunc, tau0, y0: State, f0: State, norm: ErrorNorm, *, order: int,
-                  tau_end: float) -> torch.Tensor:
+def _initial_step(func: OdeFunc, tau0, y0: State, f0: State, norm: ErrorNorm, *, rows: torch.Tensor,
+                  order: int, tau_end: float) -> torch.Tensor:
     """Per-sample starting step from the size of y and its first two derivatives (Hairer et al. II.4)."""
     d0, d1 = norm(y0, y0, y0).double(), norm(f0, y0, y0).double()
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
     h0 = h0.clamp(max=0.5 * tau_end)  # the trial point must stay inside the time span
-    f1 = func(tau0 + h0, _axpy(y0, h0, [f0], [1.0]))
+    f1 = func(tau0 + h0, _axpy(y0, h0, [f0], [1.0]), rows)
     d2 = norm(tuple(a - b for a, b in zip(f1, f0)), y0, y0).double() / h0
     dmax = torch.maximum(d1, d2)
     h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
@@ -98,36 +115,79 @@ def _initial_step(func: OdeFunc, tau0, y0: State, f0: State, norm: ErrorNorm, *,
     return torch.minimum(100 * h0, h1).nan_to_num(1e-6).clamp(min=1e-10 * tau_end, max=tau_end)
 
 
+def _next_factor(ratio: torch.Tensor, prev: torch.Tensor, accept: torch.Tensor, order: int) -> torch.Tensor:
+    """Step-size factor [B]: PI control after an accepted step, plain I control (<= 1) after a rejection."""
+    r = ratio.clamp_min(1e-10)
+    pi = SAFETY * r ** (-K_I / order) * prev ** (K_P / order)
+    shrink = (SAFETY * r ** (-1.0 / order)).clamp(max=1.0)
+    return torch.where(accept, pi, shrink).clamp(MIN_FACTOR, MAX_FACTOR)
+
+
+def _rk_step(func: OdeFunc, tab: Tableau, tau, y: State, k1: State, h, rows):
+    """One attempt of the pair: new state, its last stage (FSAL) and the local error estimate."""
+    ks = [k1]
+    for c_i, a_i in zip(tab.c[1:], tab.a[1:]):
+        y_stage = _axpy(y, h, ks, a_i)
+        ks.append(func(tau + c_i * h, y_stage, rows))
+    # FSAL: the last stage is evaluated at the propagated solution y + h sum_j b_j k_j itself.
+    return y_stage, ks[-1], _scaled(h, ks, tab.b_err)
+
+
+def _gather(rows: torch.Tensor, *parts):
+    """The rows of every per-sample tensor or State in parts."""
+    return [tuple(v[rows] for v in p) if isinstance(p, tuple) else p[rows] for p in parts]
+
+
+def _scatter(rows: torch.Tensor, full, part):
+    """Write the rows of a compacted tensor or State back into the full-batch one (in place)."""
+    for f, v in zip(full, part) if isinstance(full, tuple) else [(full, part)]:
+        f[rows] = v
+
+
+def _attempt(func: OdeFunc, tab: Tableau, norm: ErrorNorm, carry, rows, tau_end: float):
+    """One step attempt of the running samples: returns their updated (tau, y, k1, h, prev)."""
+    tau, y, k1, h, prev = carry
+    h = torch.minimum(h, tau_end - tau)
+    y1, k_last, err = _rk_step(func, tab, tau, y, k1, h, rows)
+    ratio = norm(err, y, y1).double()
+    ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, float("inf")))
+    accept = ratio <= 1.0
+    tau = torch.where(accept, tau + h, tau)
+    tau = torch.where(tau_end - tau < 1e-12 * tau_end, torch.full_like(tau, tau_end), tau)
+    y, k1 = _select(accept, y1, y), _select(accept, k_last, k1)
+    h = h * _next_factor(ratio, prev, accept, tab.order)
+    prev = torch.where(accept, ratio.clamp(1e-4, 1.0), prev)
+    return tau, y, k1, h, prev
+
+
 def integrate(func: OdeFunc, y0: State, tau_end: float, *, method: str, rtol: float, atol: float,
               norm: ErrorNorm, max_steps: int = 20000) -> OdeSolution:
-    """Solve dy/dtau = func(tau [B], y) from tau = 0 to tau_end for every sample, adaptively per sample."""
+    """Solve dy/dtau = func(tau [b], y, rows) from tau = 0 to tau_end for every sample, adaptively per sample.
+
+    `rows` [b] are the indices into the batch of the samples func is evaluated on (the running ones).
+    """
     tab = TABLEAUS[method]
-    B = y0[0].shape[0]
-    tau = torch.zeros(B, dtype=torch.float64, device=y0[0].device)
-    y, k1 = y0, func(tau, y0)
-    h = _initial_step(func, tau, y0, k1, norm, order=tab.order, tau_end=tau_end)
+    B, device = y0[0].shape[0], y0[0].device
+    rows = torch.arange(B, device=device)
+    tau = torch.zeros(B, dtype=torch.float64, device=device)
+    y, k1 = tuple(v.clone() for v in y0), func(tau, y0, rows)
+    h = _initial_step(func, tau, y0, k1, norm, rows=rows, order=tab.order, tau_end=tau_end)
+    carry = [tau, y, k1, h, torch.ones_like(h)]   # prev: the last accepted error ratio (PI memory)
+    evals = torch.full((B,), 2, dtype=torch.int64, device=device)
     nfe, n_steps = 2, 0
-    # The loop condition is the one host sync per step, as in any adaptive solver.
-    while bool((tau < tau_end).any()):
+    while True:
+        rows = (carry[0] < tau_end).nonzero().squeeze(1)    # the one host sync per step
+        if rows.numel() == 0:
+            break
         if n_steps >= max_steps:
             raise RuntimeError(f"ODE solver exceeded {max_steps} steps (rtol={rtol}, atol={atol}); "
                                "the score function may be non-finite or the tolerances too tight")
-        h = torch.minimum(h, tau_end - tau)            # finished samples get h = 0
-        ks = [k1]
-        for c_i, a_i in zip(tab.c[1:], tab.a[1:]):
-            ks.append(func(tau + c_i * h, _axpy(y, h, ks, a_i)))
+        if rows.numel() == B:      # nothing finished yet: no gather needed
+            carry = list(_attempt(func, tab, norm, carry, rows, tau_end))
+        else:
+            for full, part in zip(carry, _attempt(func, tab, norm, _gather(rows, *carry), rows, tau_end)):
+                _scatter(rows, full, part)
+        evals[rows] += len(tab.c) - 1
         nfe += len(tab.c) - 1
-        y1 = _axpy(y, h, ks, tab.b)
-        err = _axpy(tuple(torch.zeros_like(v) for v in y), h, ks, tab.b_err)
-        ratio = norm(err, y, y1).double()
-        ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, float("inf")))
-        accept = ratio <= 1.0
-        tau = torch.where(accept, tau + h, tau)
-        tau = torch.where(tau_end - tau < 1e-12 * tau_end, torch.full_like(tau, tau_end), tau)
-        y, k1 = _select(accept, y1, y), _select(accept, ks[-1], k1)
-        # Standard controller h <- h * safety * ratio^(-1/order), never growing after a rejection.
-        factor = (SAFETY * ratio.clamp_min(1e-10) ** (-1.0 / tab.order)).clamp(MIN_FACTOR, MAX_FACTOR)
-        factor = torch.where(accept, factor, factor.clamp(max=1.0))
-        h = torch.where(h > 0, h * factor, h)
         n_steps += 1
-    return OdeSolution(y=y, nfe=nfe, n_steps=n_steps)
+    return OdeSolution(y=carry[1], nfe=nfe, n_steps=n_steps, sample_evals=evals)

@@ -5,6 +5,8 @@ fingerprint hashes the checkpoint (its checksum), the SDE, model, data shape and
 config, so shards of different checkpoints or settings never mix; a killed run redoes only the
 missing shards. Sample k is drawn with its own generator seeded by (sampling.seed, k): the
 samples do not depend on the batch size, on which shards were resumed, or on the process.
+Under torchrun, rank r draws shards k with k % world_size == r; after a barrier rank 0 reads
+them all, so N processes write exactly the files one process would.
 """
 import math
 from pathlib import Path
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 from runners.common import (atomic_save_npz, atomic_write_json, build_score_fn, build_sde, config_fingerprint,
                             data_shape, get_device, load_ema_model)
 from runners.validate import validate_config
+from training import distributed
 
 
 def checkpoint_id(path: Path) -> str:
@@ -53,11 +56,17 @@ def _draw_shard(config, score_fn, sde, indices: range, device):
 
 def generate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eval", *,
              num_samples: int | None = None, rank: int = 0, world_size: int = 1) -> tuple[Path, int]:
-    """Write the missing shards of `num_samples` samples (this rank's share); returns (folder, step)."""
+    """Write the missing shards of `num_samples` samples (this rank's share); returns (folder, step).
+
+    Collective under torchrun: ends with a barrier, so all shards exist when any rank returns.
+    """
     device = get_device(config)
+    distributed.set_tf32(config.training.tf32, device)
     model, step, ckpt = load_ema_model(config, workdir, checkpoint=config.eval.checkpoint, device=device)
     sde = build_sde(config)
-    score_fn = build_score_fn(config, sde, model)
+    network = distributed.maybe_compile(model, config.training.compile)
+    score_fn = distributed.with_autocast(build_score_fn(config, sde, network),
+                                         mixed_precision=config.training.mixed_precision, device=device)
     s, n = config.sampling, num_samples or config.sampling.num_samples
     tag = config_fingerprint(checkpoint_id(ckpt), config.sde, config.model, data_shape(config),
                              config.data.centered, s)
@@ -77,6 +86,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
         bar.update(len(indices))
         bar.set_postfix(nfe=nfe)
     bar.close()
+    distributed.barrier()  # the other ranks' shards are written: the folder is complete for rank 0
     if rank == 0:
         atomic_write_json(out / "meta.json", {"step": step, "checkpoint": str(ckpt), "fingerprint": tag,
                                               "num_samples": n, "sampling": s.to_dict()})
@@ -118,7 +128,9 @@ def save_grid(samples: np.ndarray, path: Path, n: int = 64) -> Path:
 def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eval") -> Path:
     """Sample config.sampling.num_samples with config.sampling.method; returns the sample folder."""
     validate_config(config)
-    out, step = generate(config, workdir, eval_folder)
+    out, step = generate(config, workdir, eval_folder, rank=distributed.rank(), world_size=distributed.world_size())
+    if not distributed.is_main():
+        return out  # rank 0 reads the shards and writes the grid
     samples = load_samples(out, config.sampling.num_samples)
     grid = save_grid(samples, out / "grid.png")
     with np.load(sorted(out.glob("shard_*.npz"))[0]) as first:

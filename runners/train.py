@@ -1,4 +1,8 @@
-"""`main.py --mode train`: build everything from the config, resume if possible, run the loop."""
+"""`main.py --mode train`: build everything from the config, resume if possible, run the loop.
+
+Under torchrun (main.py joins the process group) each rank trains a DDP replica on its share of
+every global batch of training.batch_size x world size; see training/distributed.py.
+"""
 from pathlib import Path
 
 import ml_collections
@@ -8,6 +12,7 @@ from tqdm.auto import tqdm
 from models import EMA
 from runners.common import build_model, build_score_fn, build_sde, data_shape, get_device
 from runners.validate import validate_config
+from training import distributed
 from training.checkpoint import load_latest_checkpoint, remove_stale_temporaries
 from training.loop import LoopSettings, TrainParts, restore_state, run_loop
 from training.losses import get_loss_fn
@@ -17,10 +22,12 @@ from training.step import OptimSettings
 
 def _loss_fn(config, sde):
     t = config.training
+    # every rank draws the training noise of the whole global batch and keeps its rows (losses.py)
+    shard = dict(rank=distributed.rank(), world_size=distributed.world_size())
     if t.loss == "dsm":
         return get_loss_fn("dsm", sde, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
-                           importance_sampling=t.importance_sampling, eps=t.eps)
-    return get_loss_fn(t.loss, sde, reduce_mean=t.reduce_mean)
+                           importance_sampling=t.importance_sampling, eps=t.eps, **shard)
+    return get_loss_fn(t.loss, sde, reduce_mean=t.reduce_mean, **shard)
 
 
 def _settings(config) -> LoopSettings:
@@ -55,7 +62,8 @@ def _data_stream(config, device):
     stream = datasets.infinite_batches(data, config.training.batch_size, device=device,
                                        generator=torch.Generator().manual_seed(config.seed),
                                        random_flip=d.random_flip and is_image,
-                                       uniform_dequantization=d.uniform_dequantization and is_image)
+                                       uniform_dequantization=d.uniform_dequantization and is_image,
+                                       rank=distributed.rank(), world_size=distributed.world_size())
     scaler = datasets.get_data_scaler(d.centered) if is_image else (lambda x: x)
     return stream, scaler
 
@@ -67,7 +75,8 @@ def _grid_sampler(config, sde, ema: EMA, device):
     import datasets
 
     shape = (config.training.grid_size, *data_shape(config))
-    score_fn = build_score_fn(config, sde, ema.model)
+    score_fn = distributed.with_autocast(build_score_fn(config, sde, ema.model),
+                                         mixed_precision=config.training.mixed_precision, device=device)
     is_image = len(shape) == 4
     inverse = datasets.get_data_inverse_scaler(config.data.centered)
 
@@ -82,11 +91,27 @@ def _grid_sampler(config, sde, ema: EMA, device):
     return draw
 
 
+def _train_score_fn(config, sde, model, device):
+    """The score function training differentiates: through DDP (gradient all-reduce), compiled and
+    under autocast as configured; the plain `model` stays what the optimizer, EMA and checkpoints see."""
+    t = config.training
+    network = distributed.maybe_compile(distributed.wrap_ddp(model, device), t.compile)
+    return distributed.with_autocast(build_score_fn(config, sde, network), mixed_precision=t.mixed_precision,
+                                     device=device)
+
+
+def _say(message: str) -> None:
+    if distributed.is_main():
+        tqdm.write(message)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str | None = None) -> int:
     """Train (or resume) in workdir; returns the final step."""
     validate_config(config)
+    distributed.autocast_dtype(config.training.mixed_precision)  # a bad name fails before any work
     device = get_device(config)
-    torch.manual_seed(config.seed)
+    distributed.set_tf32(config.training.tf32, device)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     sde = build_sde(config)
     stream, scaler = _data_stream(config, device)
     model = build_model(config).to(device)
@@ -94,22 +119,37 @@ def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str | None
     o = config.optim
     optimizer = build_optimizer(model, lr=o.lr, beta1=o.beta1, eps=o.eps, weight_decay=o.weight_decay)
     parts = TrainParts(model=model, ema=ema, optimizer=optimizer, loss_fn=_loss_fn(config, sde),
-                       score_fn=build_score_fn(config, sde, model), batches=_ScaledBatches(stream, scaler),
+                       score_fn=_train_score_fn(config, sde, model, device), batches=_ScaledBatches(stream, scaler),
                        generator=torch.Generator(device=device).manual_seed(config.seed),
                        extra_state=lambda: {"config": config.to_dict(), "data": stream.state_dict()},
-                       sample_grid=_grid_sampler(config, sde, ema, device))
-    start = 0
-    remove_stale_temporaries(Path(workdir) / "checkpoints")
-    found = load_latest_checkpoint(Path(workdir) / "checkpoints", map_location=device)
-    if found is not None:
-        state, path = found
-        start = restore_state(parts, state)
-        stream.load_state_dict(state["data"])
-        tqdm.write(f"resuming from {path} (step {start})")
+                       sample_grid=_grid_sampler(config, sde, ema, device),
+                       loss_mean=distributed.all_reduce_mean if distributed.world_size() > 1 else None)
+    start = _resume(config, parts, stream, workdir, device)
     if start >= config.training.n_iters:
-        tqdm.write(f"already trained to step {start} >= training.n_iters={config.training.n_iters}; "
-                   f"raise --config.training.n_iters to continue")
+        _say(f"already trained to step {start} >= training.n_iters={config.training.n_iters}; "
+             f"raise --config.training.n_iters to continue")
         return start
-    n_params = sum(p.numel() for p in model.parameters())
-    tqdm.write(f"{config.model.name}: {n_params / 1e6:.2f}M parameters, {sde}, device {device}, workdir {workdir}")
+    n_params, world = sum(p.numel() for p in model.parameters()), distributed.world_size()
+    _say(f"{config.model.name}: {n_params / 1e6:.2f}M parameters, {sde}, device {device}, workdir {workdir}, "
+         f"{world} process(es) x batch {config.training.batch_size} = global batch {world * config.training.batch_size}")
     return run_loop(parts, _settings(config), workdir, start)
+
+
+def _resume(config, parts: TrainParts, stream, workdir: str, device) -> int:
+    """Restore the newest checkpoint (any world size) into parts and stream; returns its step (0 if none)."""
+    from datasets.loader import mix_seed
+
+    ckpt_dir = Path(workdir) / "checkpoints"
+    if distributed.is_main():
+        remove_stale_temporaries(ckpt_dir)
+    distributed.barrier()  # every rank then sees the same files and picks the same checkpoint
+    found = load_latest_checkpoint(ckpt_dir, map_location=device)
+    if found is None:
+        if distributed.rank() > 0:  # the weights are initialised: now give each rank its own dropout stream
+            torch.manual_seed(mix_seed(config.seed, 0, distributed.rank()))
+        return 0
+    state, path = found
+    start = restore_state(parts, state)
+    stream.load_state_dict(state["data"])
+    _say(f"resuming from {path} (step {start})")
+    return start

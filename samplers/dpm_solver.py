@@ -8,11 +8,25 @@ the probability flow has the exact solution from t_k to t_{k+1}
 
 h = lambda_{k+1} - lambda_k. We replace x0 by the polynomial through the last `order` data
 predictions (in lambda) and integrate it exactly: I_j = int_0^h exp(u - h) u^j du. All
-coefficients are float64 host scalars computed from the grid, so a step is a few axpys.
+coefficients are float64 host scalars computed once per run from the grid (`step_plan`), so a
+step is a few in-place axpys and no host/device traffic.
+
+Few-step options (our own combination, tuned on the Gaussian-mixture oracle, see
+benchmarks/README.md "Samplers"):
+- `corrector=True`: after the evaluation at the new point, redo the step with the polynomial
+  through that new data prediction and the older ones (an Adams-Moulton-type corrector in lambda,
+  the idea of UniPC's UniC, Zhao et al. 2023, here in the same exponential-integrator form as the
+  predictor). The new evaluation, made at the predicted point, is reused as history for the next
+  step, so the corrector costs no NFE. At the last point there is no later evaluation; the
+  returned x0 estimate is moved by (x_corrected - x_predicted)/alpha, its first-order change.
+- `power`: lambda = lam_T + (lam_eps - lam_T) u^power on u uniform (power < 1: smaller steps near
+  the data, where the data prediction bends most at few steps).
+- `eps="auto"`: the last evaluation at t = max(1e-3, 2/steps^2). With `denoise` the sample is
+  Tweedie's E[x0 | x_eps]; stopping later costs a bias of order sigma(eps)^2 but saves the steps
+  that a large final lambda jump would waste; the oracle puts the balance near this rule.
 """
 import math
 
-import numpy as np
 import torch
 
 from samplers import coeffs
@@ -33,23 +47,44 @@ def _phi_integrals(h: float, n: int) -> list[float]:
     return out
 
 
-def multistep_weights(lams: list[float], lam_next: float) -> list[float]:
-    """Weights w_r of the data predictions at lams (newest first) in the update's integral term.
+def _poly_mul(p: list[float], q: list[float]) -> list[float]:
+    """Coefficients (increasing powers) of the product of two polynomials."""
+    out = [0.0] * (len(p) + len(q) - 1)
+    for i, a in enumerate(p):
+        for j, b in enumerate(q):
+            out[i + j] += a * b
+    return out
 
-    The interpolating polynomial p(u) = sum_j a_j u^j, u = lambda - lams[0], has a = V^-1 m
-    with V[r, j] = u_r^j; so the integral sum_j a_j I_j = sum_r (sum_j I_j V^-1[j, r]) m_r.
+
+def multistep_weights(lams: list[float], lam_next: float, *, lam_from: float | None = None) -> list[float]:
+    """Weights w_r of the data predictions at lams (newest first) in the integral of a step
+    from lam_from (default lams[0]) to lam_next.
+
+    The polynomial through the nodes u_r = lams[r] - lam_from is sum_r m_r L_r(u) (Lagrange basis
+    L_r = sum_j c_rj u^j), so the integral is sum_r (sum_j I_j c_rj) m_r. Pure Python floats:
+    at most three nodes, computed once per run.
     """
-    u = np.array(lams, dtype=np.float64) - lams[0]
-    V = np.vander(u, N=len(lams), increasing=True)
-    I = np.array(_phi_integrals(lam_next - lams[0], len(lams)))
-    return (I @ np.linalg.inv(V)).tolist()
+    lam_from = lams[0] if lam_from is None else lam_from
+    u = [lam - lam_from for lam in lams]
+    I = _phi_integrals(lam_next - lam_from, len(u))
+    weights = []
+    for r, ur in enumerate(u):
+        basis = [1.0]
+        for q, uq in enumerate(u):
+            if q != r:
+                basis = _poly_mul(basis, [-uq / (ur - uq), 1.0 / (ur - uq)])
+        weights.append(sum(i * c for i, c in zip(I, basis)))
+    return weights
 
 
-def solver_grid(sde: SDE, steps: int, *, grid: str, t_max: float, t_min: float, rho: float = 7.0) -> list[float]:
-    """steps + 1 times from t_max to t_min: uniform in lambda, in t, or Karras' rho grid in sigma/alpha."""
+def solver_grid(sde: SDE, steps: int, *, grid: str, t_max: float, t_min: float, rho: float = 7.0,
+                power: float = 1.0) -> list[float]:
+    """steps + 1 times from t_max to t_min: (power-)uniform in lambda, uniform in t, or Karras' rho grid."""
     choose("grid", grid, {g: g for g in GRIDS})
+    if power != 1.0 and grid != "log_snr":
+        raise ValueError(f"power={power!r} applies to grid='log_snr' only, got grid={grid!r}")
     if grid == "log_snr":
-        return log_snr_t(sde, steps, t_max=t_max, t_min=t_min).tolist()
+        return log_snr_t(sde, steps, t_max=t_max, t_min=t_min, power=power).tolist()
     if grid == "uniform":
         return uniform_t(steps, t_max=t_max, t_min=t_min).tolist()
     ends = [coeffs.alpha_sigma(sde, t) for t in (t_min, t_max)]
@@ -59,38 +94,86 @@ def solver_grid(sde: SDE, steps: int, *, grid: str, t_max: float, t_min: float, 
     return t.tolist()
 
 
+def auto_eps(steps: int) -> float:
+    """End time for eps='auto': max(1e-3, 2/steps^2) (0.02 at 10 steps, 0.005 at 20, 1e-3 from 45)."""
+    return max(1e-3, 2.0 / steps ** 2)
+
+
+def step_plan(a_s: list[tuple[float, float]], *, order: int, lower_order_final: bool, corrector: bool) -> list[dict]:
+    """Per grid point k: x0 coefficients, and the corrector (into k) / predictor (out of k) weights.
+
+    Each update is x' = ratio * x + sum_r w_r m_r over the newest data predictions m_r (newest
+    first), with ratio = sigma'/sigma and w_r = alpha' * (integral weight of node r).
+    """
+    lams = [math.log(a / s) for a, s in a_s]
+    n = len(a_s)
+    plan = []
+    for k in range(n):
+        alpha, sigma = a_s[k]
+        step = {"s2": sigma ** 2, "inv_alpha": 1.0 / alpha, "corr": None, "pred": None}
+        if corrector and k > 0:
+            nodes = lams[k::-1][:order]  # lambda_k (the new evaluation), lambda_{k-1}, ...
+            w = multistep_weights(nodes, lams[k], lam_from=lams[k - 1])
+            step["corr"] = (sigma / a_s[k - 1][1], [alpha * wr for wr in w])
+        if k < n - 1:
+            use = min(k + 1, order, n - 1 - k if lower_order_final and n - 1 < 10 else order)
+            w = multistep_weights(lams[k::-1][:use], lams[k + 1])
+            step["pred"] = (a_s[k + 1][1] / sigma, [a_s[k + 1][0] * wr for wr in w])
+        plan.append(step)
+    return plan
+
+
+def _combine(x: torch.Tensor, ratio: float, weights: list[float], history: list[torch.Tensor]) -> torch.Tensor:
+    """ratio * x + sum_r weights[r] * history[r]: one new tensor, the rest in place."""
+    out = torch.mul(x, ratio)
+    for w, m in zip(weights, history):
+        out.add_(m, alpha=w)
+    return out
+
+
 def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
-                       order: int = 3, grid: str = "log_snr", eps: float = 1e-3, denoise: bool = True,
-                       lower_order_final: bool = True) -> torch.Tensor:
+                       order: int = 3, grid: str = "log_snr", eps: float | str = 1e-3, denoise: bool = True,
+                       lower_order_final: bool = True, corrector: bool = False, power: float = 1.0) -> torch.Tensor:
     """DPM-Solver++(order)M from x_T [B, *D] to x_0 [B, *D]; NFE = steps (default 20) (MATH §5).
 
     With `denoise` (default) the grid has `steps` points from T to eps, one data prediction each,
     and the result is the last data prediction (Tweedie's E[x0 | x_eps], at no extra NFE); without
     it the grid has steps + 1 points and the result is x at eps. `lower_order_final` lowers the
     order near the end when steps < 10 (as DPM-Solver does) for stability at large final steps.
+    `corrector`, `power`, `eps="auto"`: the few-step options of the module docstring; the best
+    setting on the oracle at 10-20 NFE is order=3, corrector=True, power=0.8, eps="auto".
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    check_eps(eps, sde.T)
     steps = 20 if steps is None else steps
+    if isinstance(eps, str):
+        if eps != "auto":
+            raise ValueError(f"eps must be a float in (0, T={sde.T}) or 'auto', got {eps!r}")
+        eps = auto_eps(steps)
+    check_eps(eps, sde.T)
     n_points = steps if denoise else steps + 1
     if n_points < 2:
         return _single_denoise(score_fn, sde, x, sde.T, step_to=None if denoise else eps)
-    ts = solver_grid(sde, n_points - 1, grid=grid, t_max=sde.T, t_min=eps)
-    a_s = [coeffs.alpha_sigma(sde, t) for t in ts]
-    lams = [math.log(a / s) for a, s in a_s]
-    history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0) newest first
+    ts = solver_grid(sde, n_points - 1, grid=grid, t_max=sde.T, t_min=eps, power=power)
+    alphas, sigmas = sde.alpha_sigma(torch.tensor(ts, dtype=torch.float64))  # one call for the grid
+    plan = step_plan(list(zip(alphas.tolist(), sigmas.tolist())), order=order,
+                     lower_order_final=lower_order_final, corrector=bool(corrector))
+    # All per-step times in one host->device copy; rows are contiguous [B] time vectors.
+    times = torch.tensor(ts[:steps], dtype=x.dtype)[:, None].repeat(1, x.shape[0]).to(x.device).unbind(0)
+    history: list[torch.Tensor] = []  # data predictions, newest first
+    x_prev = x
     for k in range(steps):
-        alpha, sigma = a_s[k]
-        s = score_fn(x, torch.full((x.shape[0],), ts[k], device=x.device, dtype=x.dtype))
-        history = [(lams[k], (x + sigma ** 2 * s) / alpha)] + history[:order - 1]
-        if k == n_points - 1:
-            return history[0][1]
-        remaining = n_points - 1 - k
-        use = min(len(history), order, remaining if lower_order_final and n_points - 1 < 10 else order)
-        w = multistep_weights([lam for lam, _ in history[:use]], lams[k + 1])
-        alpha_n, sigma_n = a_s[k + 1]
-        x = (sigma_n / sigma) * x + sum((alpha_n * wr) * m for wr, (_, m) in zip(w, history[:use]))
+        step = plan[k]
+        m = torch.add(x, score_fn(x, times[k]), alpha=step["s2"]).mul_(step["inv_alpha"])
+        history = [m] + history[:order - 1]
+        if step["corr"] is not None:
+            x_corr = _combine(x_prev, *step["corr"], history)
+            if step["pred"] is None:  # last point: the x0 estimate moved by the correction
+                return m.add_(x_corr.sub_(x), alpha=step["inv_alpha"])
+            x = x_corr
+        if step["pred"] is None:
+            return m
+        x_prev, x = x, _combine(x, *step["pred"], history)
     return x
 
 

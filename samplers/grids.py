@@ -18,11 +18,16 @@ def uniform_t(steps: int, *, t_max: float, t_min: float) -> torch.Tensor:
     return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
 
 
-def log_snr_t(sde: SDE, steps: int, *, t_max: float, t_min: float) -> torch.Tensor:
-    """steps + 1 times from t_max to t_min, evenly spaced in lambda = log(alpha/sigma) (float64)."""
+def log_snr_t(sde: SDE, steps: int, *, t_max: float, t_min: float, power: float = 1.0) -> torch.Tensor:
+    """steps + 1 times from t_max to t_min with lambda = log(alpha/sigma) = lam_T + (lam_min - lam_T) u^power,
+    u uniform on [0, 1] (float64). power = 1 is uniform in lambda; power < 1 takes larger steps at
+    low SNR (near T) and smaller ones near the data, where few-step solvers lose most (MATH §5)."""
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power!r}")
     ends = torch.tensor([t_max, t_min], dtype=torch.float64)
     lam_max, lam_min = (0.5 * sde.log_snr(ends)).tolist()
-    lam = torch.linspace(lam_max, lam_min, steps + 1, dtype=torch.float64)
+    u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    lam = lam_max + (lam_min - lam_max) * u ** power
     t = sde.t_from_log_snr(2 * lam).to(torch.float64)
     t[0], t[-1] = t_max, t_min  # pin the ends exactly (the inverse is accurate only to ~1e-12)
     return t

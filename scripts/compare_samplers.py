@@ -6,7 +6,9 @@ On the analytic Gaussian-mixture oracle (MATH.md §6; exact score, exact samples
 quality = sliced Wasserstein distance to exact samples (with the exact-vs-exact noise floor) and
 the exact negative log-likelihood of the samples (with that of exact samples).
 
-On a checkpoint (EMA weights), quality = FID against the data set's cached statistics:
+On a checkpoint (EMA weights), quality = FID against the data set's cached statistics (config.eval
+fields: inception_weights, stats_dir, stats_split, stats_num_images); "seconds" includes sampling
+only, not the Inception pass:
     python scripts/compare_samplers.py --config configs/vpsde.py --workdir runs/vp --methods dpm_solver ddim \
         --nfe 10 20 50 --num-samples 2000 --out runs/vp/compare
 
@@ -84,16 +86,70 @@ class OracleProblem:
 
         return sliced_wasserstein(x, self.exact, generator=torch.Generator().manual_seed(self.seed + 3))
 
+    def draw(self, name: str, options: dict, steps: int | None, seed: int) -> tuple[torch.Tensor, int]:
+        result = sample(name, self.score_fn, self.sde, self.shape, steps=steps,
+                        generator=torch.Generator().manual_seed(seed), **options)
+        return result.samples, result.nfe
+
     def quality(self, x: torch.Tensor) -> dict:
         return {"sw": self._sw(x), "nll": float(-self.mixture.log_prob(x).double().mean())}
 
 
+class CheckpointProblem:
+    """The EMA weights of a trained run; quality = FID against the data set's cached statistics."""
+
+    def __init__(self, config_path: str, workdir: str, n: int, overrides: list[str]):
+        import runpy
+
+        from runners.common import build_score_fn, build_sde, data_shape, get_device, load_ema_model
+        from runners.eval_fid import reference_statistics
+
+        self.config = runpy.run_path(config_path)["get_config"]()
+        for item in overrides:  # section.field=value, as main.py's --config.section.field=value
+            key, _, value = item.partition("=")
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass  # a bare string such as a path
+            *path, leaf = key.split(".")
+            node = self.config
+            for part in path:
+                node = node[part]
+            node[leaf] = value
+        self.device = get_device(self.config)
+        model, self.step, _ = load_ema_model(self.config, workdir, device=self.device)
+        self.sde = build_sde(self.config)
+        self.score_fn = build_score_fn(self.config, self.sde, model)
+        self.shape, self.n = (n, *data_shape(self.config)), n
+        self.reference = reference_statistics(self.config, self.device)
+
+    def draw(self, name: str, options: dict, steps: int | None, seed: int) -> tuple[list, int]:
+        from runners.sample import to_storage
+
+        batches, nfe, size = [], 0, self.config.sampling.batch_size
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        for start in range(0, self.n, size):
+            shape = (min(size, self.n - start), *self.shape[1:])
+            result = sample(name, self.score_fn, self.sde, shape, steps=steps, device=self.device,
+                            generator=generator, **options)
+            batches.append(to_storage(result.samples, self.config.data.centered, is_image=True))
+            nfe = result.nfe
+        return batches, nfe
+
+    def quality(self, batches: list) -> dict:
+        from evaluation import fid_kid_against_reference
+
+        e = self.config.eval
+        result = fid_kid_against_reference(batches, self.reference, e.inception_weights or None,
+                                           batch_size=e.fid_batch_size, device=self.device)
+        return {"fid": result["fid"]}
+
+
 def run_one(problem, name: str, options: dict, steps: int | None, seed: int) -> dict:
-    generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    result = sample(name, problem.score_fn, problem.sde, problem.shape, steps=steps, generator=generator, **options)
+    samples, nfe = problem.draw(name, options, steps, seed)
     seconds = time.perf_counter() - start
-    return {"nfe": result.nfe, "steps": steps, "seconds": seconds, **problem.quality(result.samples)}
+    return {"nfe": nfe, "steps": steps, "seconds": seconds, **problem.quality(samples)}
 
 
 def label(name: str, options: dict) -> str:
@@ -117,15 +173,17 @@ def compare(problem, methods: list[str], budgets: list[int], seed: int) -> list[
 
 
 def write_table(rows: list[dict], problem, path: Path) -> None:
-    metric = "FID" if not hasattr(problem, "floor") else "sliced W2"
-    lines = [f"| method | NFE budget | NFE | steps | {metric} | NLL | seconds |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    oracle = hasattr(problem, "floor")
+    head = "| method | NFE budget | NFE | steps | sliced W2 | NLL | seconds |" if oracle else \
+        "| method | NFE budget | NFE | steps | FID | seconds |"
+    lines = [head, "| --- " + "| ---: " * (head.count("|") - 2) + "|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r.get('budget', 'adaptive')} | {r['nfe']} | {r['steps'] or '-'} | "
-                     f"{r.get('sw', r.get('fid', float('nan'))):.4f} | {r.get('nll', float('nan')):.4f} | {r['seconds']:.2f} |")
-    if hasattr(problem, "floor"):
+        cells = [r["method"], r.get("budget", "adaptive"), r["nfe"], r["steps"] or "-"]
+        cells += [f"{r['sw']:.4f}", f"{r['nll']:.4f}"] if oracle else [f"{r['fid']:.3f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells + [f"{r['seconds']:.2f}"]) + " |")
+    if oracle:
         lines.append(f"\nExact-vs-exact noise floor of the sliced W2 at n = {problem.n} (mean of 5 exact sets): "
-                     f"{problem.floor:.4f}; "
-                     f"NLL of exact samples: {problem.exact_nll:.4f}.")
+                     f"{problem.floor:.4f}; NLL of exact samples: {problem.exact_nll:.4f}.")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -152,6 +210,8 @@ def main(argv=None):
     parser.add_argument("--sde", default="vpsde", help="SDE of the oracle problem: vpsde, subvpsde or vesde")
     parser.add_argument("--config", help="config file of a trained model (with --workdir)")
     parser.add_argument("--workdir", help="run directory holding checkpoints/")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="config overrides for --config, e.g. eval.inception_weights=/path/to/file.pth")
     parser.add_argument("--num-samples", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/compare", help="output directory for table.md and plot.png")
@@ -161,9 +221,9 @@ def main(argv=None):
     if args.oracle_dim is not None:
         problem = OracleProblem(args.oracle_dim, get_sde(args.sde), args.num_samples, args.seed)
     else:
-        from scripts.checkpoint_problem import CheckpointProblem
-
-        problem = CheckpointProblem(args.config, args.workdir, args.num_samples)
+        if args.workdir is None:
+            parser.error("--config needs --workdir (the run directory with checkpoints/)")
+        problem = CheckpointProblem(args.config, args.workdir, args.num_samples, args.set)
     rows = compare(problem, args.methods, args.nfe, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

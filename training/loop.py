@@ -1,4 +1,8 @@
-"""The training loop: steps, progress bar, TensorBoard, sample grids, checkpoints, resume."""
+"""The training loop: steps, progress bar, TensorBoard, sample grids, checkpoints, resume.
+
+Data-parallel (training/distributed.py): every rank runs this loop in lock-step; only rank 0
+writes TensorBoard, checkpoints, grids and progress; the ranks agree every step on stopping.
+"""
 import signal
 import sys
 import time
@@ -12,6 +16,7 @@ from tqdm.auto import tqdm
 
 from models.ema import EMA
 from sde_lib.utils import ScoreFn
+from training import distributed
 from training.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
 from training.losses import LossFn
 from training.step import OptimSettings, train_step
@@ -42,13 +47,20 @@ class TrainParts:
     generator: torch.Generator
     extra_state: Callable[[], dict]
     sample_grid: Callable[[int], torch.Tensor]  # step -> images [B, C, H, W] in [0, 1] (or a 2-D plot)
+    loss_mean: Callable[[torch.Tensor], torch.Tensor] | None = None  # data-parallel: mean of the loss over ranks
 
 
 def checkpoint_state(parts: TrainParts, step: int) -> dict:
-    """Plain state dict: model, EMA, optimizer, step, RNG states, plus the caller's extras."""
+    """Plain state dict: model, EMA, optimizer, step, RNG states, plus the caller's extras.
+
+    A collective when data-parallel (every rank's global RNG state, which drives dropout, is
+    gathered), so every rank must call it; the other entries are identical on all ranks.
+    """
     rng = {"torch": torch.get_rng_state(), "generator": parts.generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    if distributed.world_size() > 1:
+        rng["torch_per_rank"] = distributed.gather_objects(torch.get_rng_state())
     return {"model": parts.model.state_dict(), "ema": parts.ema.state_dict(),
             "optimizer": parts.optimizer.state_dict(), "step": step, "rng": rng, **parts.extra_state()}
 
@@ -58,11 +70,25 @@ def restore_state(parts: TrainParts, state: dict) -> int:
     parts.model.load_state_dict(state["model"])
     parts.ema.load_state_dict(state["ema"])
     parts.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
+    _restore_global_rng(state)
     parts.generator.set_state(state["rng"]["generator"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+def _restore_global_rng(state: dict) -> None:
+    """This rank's saved global RNG state; at another world size, rank 0's, and a fresh stream
+    derived from (seed, step, rank) on the other ranks (their dropout masks must differ)."""
+    from datasets.loader import mix_seed
+
+    per_rank, r = state["rng"].get("torch_per_rank"), distributed.rank()
+    if per_rank is not None and len(per_rank) == distributed.world_size():
+        torch.set_rng_state(per_rank[r])
+    elif r == 0:
+        torch.set_rng_state(state["rng"]["torch"])
+    else:
+        torch.manual_seed(mix_seed(state.get("config", {}).get("seed", 0), int(state["step"]), r))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -92,9 +118,24 @@ class _StopRequest:
         return False
 
 
+class _NoWriter:
+    """Stands in for the SummaryWriter on ranks other than 0: they write no files."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _say(message: str) -> None:
+    if distributed.is_main():
+        tqdm.write(message)
+
+
 def _save(parts: TrainParts, workdir: Path, step: int, keep: int) -> Path:
-    path = save_checkpoint(checkpoint_path(workdir / "checkpoints", step), checkpoint_state(parts, step))
-    prune_checkpoints(workdir / "checkpoints", keep)
+    """Checkpoint `step` (called on every rank: the state gathers RNGs; rank 0 writes)."""
+    state, path = checkpoint_state(parts, step), checkpoint_path(workdir / "checkpoints", step)
+    if distributed.is_main():
+        save_checkpoint(path, state)
+        prune_checkpoints(workdir / "checkpoints", keep)
     return path
 
 
@@ -112,31 +153,36 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
     """Train from start_step to settings.n_iters; always ends with a checkpoint and a grid."""
     from torch.utils.tensorboard import SummaryWriter
 
-    workdir = Path(workdir)
-    writer = SummaryWriter(str(workdir / "tensorboard"))
+    workdir, main, parallel = Path(workdir), distributed.is_main(), distributed.world_size() > 1
+    writer = SummaryWriter(str(workdir / "tensorboard")) if main else _NoWriter()
     step, last_saved, last_grid = start_step, start_step, None
-    bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not main)
     tick, tick_step, skipped, in_a_row = time.perf_counter(), step, 0, 0
     try:
         with _StopRequest() as stop:
-            while step < settings.n_iters and not stop.requested:
+            while step < settings.n_iters:
+                if parallel and _any_rank_stopping(stop, parts):
+                    stop.requested = True  # a peer's SIGTERM stops this rank at the same step
+                if stop.requested:
+                    break
                 scale = float("nan") if step + 1 in settings.debug_nan_steps else 1.0
                 result = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn, parts.score_fn,
                                     next(parts.batches), step, settings=settings.optim,
-                                    generator=parts.generator, loss_scale=scale)
+                                    generator=parts.generator, loss_scale=scale, loss_mean=parts.loss_mean)
                 step += 1
                 bar.update(1)
                 if not result.applied:
                     skipped, in_a_row = skipped + 1, in_a_row + 1
                     writer.add_scalar("train/skipped_nonfinite_steps", skipped, step)
-                    tqdm.write(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)")
+                    _say(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)")
                     if in_a_row >= settings.max_nonfinite_steps:
                         raise NonFiniteLossError(
                             f"{in_a_row} consecutive non-finite steps ending at step {step}; "
                             f"stopped. Last good checkpoint: {_last_checkpoint(workdir)}")
                     continue
                 in_a_row = 0
-                if step % settings.log_freq == 0 or step == settings.n_iters:
+                if main and (step % settings.log_freq == 0 or step == settings.n_iters):
                     # The only other host sync of the loop: once every log_freq steps.
                     rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
                     tick, tick_step = time.perf_counter(), step
@@ -145,24 +191,34 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
                 if step % settings.snapshot_freq == 0:
                     _save(parts, workdir, step, settings.keep_checkpoints)
                     last_saved = step
-                if settings.sample_freq and step % settings.sample_freq == 0:
+                if main and settings.sample_freq and step % settings.sample_freq == 0:
                     last_grid = _write_grid(parts, writer, workdir, step)
     finally:
         # However the loop ended (done, SIGTERM, Ctrl-C, an error), keep the work done so far;
         # after persistent NaNs nothing is saved: the last good checkpoint stays the newest.
+        # Data-parallel, an error may come from a dead peer: no collective can run and the ranks
+        # may disagree, so only an agreed end (done or SIGTERM) saves; a restart resumes from the
+        # last periodic checkpoint.
         bar.close()
-        if step != last_saved and sys.exc_info()[0] is not NonFiniteLossError:
+        error = sys.exc_info()[0]
+        if step != last_saved and error is not NonFiniteLossError and not (parallel and error is not None):
             path = _save(parts, workdir, step, settings.keep_checkpoints)
-            tqdm.write(f"saved checkpoint {path}")
+            _say(f"saved checkpoint {path}")
         writer.flush()
     if stop.requested:
         writer.close()
         raise SystemExit(f"stopped by SIGTERM at step {step}; checkpoint saved, rerun the same command to resume")
-    if last_grid is None or not last_grid.name.endswith(f"_{step}.png"):
+    if main and (last_grid is None or not last_grid.name.endswith(f"_{step}.png")):
         last_grid = _write_grid(parts, writer, workdir, step)
-    tqdm.write(f"sample grid: {last_grid}")
+    _say(f"sample grid: {last_grid}")
     writer.close()
     return step
+
+
+def _any_rank_stopping(stop: _StopRequest, parts: TrainParts) -> bool:
+    """True on all ranks once any got SIGTERM: ranks that stopped at different steps would leave a
+    peer blocked in the gradient all-reduce. One tiny all-reduce per step."""
+    return distributed.any_rank(stop.requested, next(parts.model.parameters()).device)
 
 
 def _last_checkpoint(workdir: Path) -> str:

@@ -1,6 +1,15 @@
 """Denoising score-matching losses (MATH.md §4): continuous DSM, SMLD and DDPM.
 
 Every loss has one call signature: loss_fn(score_fn, x0 [B, *D], generator) -> [B].
+
+Data-parallel training: the factories take `rank` and `world_size`. x0 is then this rank's rows
+[rank::world_size] of a global batch of B*world_size, and every random draw (t, i and z) is made
+for the whole global batch from the shared, identically seeded generator and sliced the same
+way. Global sample j thus gets the same noise on any rank and at any world size, so N processes
+reproduce one process with the same global batch, and the generator's state does not depend on
+the world size (checkpoints resume at any world size). The extra draws cost far less than the
+network; per-sample generators would make the draws independent of the batch but cost one
+kernel launch per sample.
 """
 from typing import Callable
 
@@ -19,14 +28,20 @@ def _reduce(v: torch.Tensor, reduce_mean: bool) -> torch.Tensor:
     return flat.mean(dim=1) if reduce_mean else flat.sum(dim=1)
 
 
-def _perturb(x0, alpha, sigma, generator):
+def _shard(draw: Callable[[int], torch.Tensor], n: int, rank: int, world_size: int) -> torch.Tensor:
+    """draw(n) in one process; else this rank's rows [rank::world_size] of draw(n * world_size)."""
+    return draw(n) if world_size == 1 else draw(n * world_size)[rank::world_size]
+
+
+def _perturb(x0, alpha, sigma, generator, rank=0, world_size=1):
     """x_t = alpha x0 + sigma z, z ~ N(0, I) (MATH §4)."""
-    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    z = _shard(lambda m: torch.randn((m, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype),
+               x0.shape[0], rank, world_size)
     return batch_broadcast(alpha, x0) * x0 + batch_broadcast(sigma, x0) * z, z
 
 
 def dsm_loss(sde: SDE, *, reduce_mean: bool = True, likelihood_weighting: bool = False,
-             importance_sampling: bool = False, eps: float = 1e-5) -> LossFn:
+             importance_sampling: bool = False, eps: float = 1e-5, rank: int = 0, world_size: int = 1) -> LossFn:
     """Continuous DSM: lambda(t) |s(x_t, t) + z/sigma|^2, t ~ U(eps, T) (MATH §4)."""
     if importance_sampling and not likelihood_weighting:
         raise ValueError("importance_sampling=True needs likelihood_weighting=True (it samples t ~ g^2/sigma^2)")
@@ -34,11 +49,14 @@ def dsm_loss(sde: SDE, *, reduce_mean: bool = True, likelihood_weighting: bool =
     def loss_fn(score_fn, x0, generator=None):
         B = x0.shape[0]
         if importance_sampling:
-            t, Z = sample_importance_t(sde, B, eps, generator=generator, device=x0.device, dtype=x0.dtype)
+            t, Z = sample_importance_t(sde, B * world_size, eps, generator=generator, device=x0.device,
+                                       dtype=x0.dtype)
+            t = t[rank::world_size]  # this rank's rows of the global draw (see the module docstring)
         else:
-            t = eps + (sde.T - eps) * torch.rand(B, generator=generator, device=x0.device, dtype=x0.dtype)
+            t = _shard(lambda m: eps + (sde.T - eps) * torch.rand(m, generator=generator, device=x0.device,
+                                                                  dtype=x0.dtype), B, rank, world_size)
         alpha, sigma = sde.alpha_sigma(t)
-        x_t, z = _perturb(x0, alpha, sigma, generator)
+        x_t, z = _perturb(x0, alpha, sigma, generator, rank, world_size)
         # sigma s + z is the noise-prediction residual; lambda = sigma^2 makes the loss |sigma s + z|^2.
         residual = _reduce((batch_broadcast(sigma, x0) * score_fn(x_t, t) + z) ** 2, reduce_mean)
         if importance_sampling:
@@ -50,35 +68,36 @@ def dsm_loss(sde: SDE, *, reduce_mean: bool = True, likelihood_weighting: bool =
     return loss_fn
 
 
-def _uniform_steps(sde: SDE, x0, generator):
+def _uniform_steps(sde: SDE, x0, generator, rank=0, world_size=1):
     """i ~ U{0..N-1} and t_i = i/(N-1) T, the grid time of step i (MATH §3)."""
-    i = torch.randint(0, sde.N, (x0.shape[0],), generator=generator, device=x0.device)
+    i = _shard(lambda m: torch.randint(0, sde.N, (m,), generator=generator, device=x0.device),
+               x0.shape[0], rank, world_size)
     return i, i.to(x0.dtype) * (sde.T / (sde.N - 1))
 
 
-def smld_loss(sde: VESDE, *, reduce_mean: bool = False) -> LossFn:
+def smld_loss(sde: VESDE, *, reduce_mean: bool = False, rank: int = 0, world_size: int = 1) -> LossFn:
     """SMLD: sigma_i^2 |s(x0 + sigma_i z, sigma_i) + z/sigma_i|^2 over the sigma ladder (MATH §4)."""
     if not isinstance(sde, VESDE):
         raise ValueError(f"the SMLD loss needs a VESDE, got {sde!r}")
 
     def loss_fn(score_fn, x0, generator=None):
-        i, t = _uniform_steps(sde, x0, generator)
+        i, t = _uniform_steps(sde, x0, generator, rank, world_size)
         sigma = sde.discrete_sigma(i, x0)  # equals sigma(t_i): the ladder is sigma(t) on the grid
-        x_t, z = _perturb(x0, torch.ones_like(sigma), sigma, generator)
+        x_t, z = _perturb(x0, torch.ones_like(sigma), sigma, generator, rank, world_size)
         return _reduce((batch_broadcast(sigma, x0) * score_fn(x_t, t) + z) ** 2, reduce_mean)
 
     return loss_fn
 
 
-def ddpm_loss(sde: VPSDE, *, reduce_mean: bool = True) -> LossFn:
+def ddpm_loss(sde: VPSDE, *, reduce_mean: bool = True, rank: int = 0, world_size: int = 1) -> LossFn:
     """DDPM: |eps_theta(x_i, i) - z|^2 with x_i = sqrt(abar_i) x0 + sqrt(1-abar_i) z (MATH §3-4)."""
     if not isinstance(sde, VPSDE):
         raise ValueError(f"the DDPM loss needs a VPSDE, got {sde!r}")
 
     def loss_fn(score_fn, x0, generator=None):
-        i, t = _uniform_steps(sde, x0, generator)
+        i, t = _uniform_steps(sde, x0, generator, rank, world_size)
         alpha, sigma = sde.discrete_alpha_sigma(i, x0)
-        x_t, z = _perturb(x0, alpha, sigma, generator)
+        x_t, z = _perturb(x0, alpha, sigma, generator, rank, world_size)
         eps_theta = -batch_broadcast(sigma, x0) * score_fn(x_t, t)  # the network's noise prediction
         return _reduce((eps_theta - z) ** 2, reduce_mean)
 

@@ -152,20 +152,6 @@ def test_unreadable_or_unsafe_files_are_rejected(tmp_path):
 # ---- with the real weights ----
 
 @pytest.fixture(scope="session")
-def real_weights(tmp_path_factory):
-    """The weight file, built by the shared offline script into a temporary folder (~10 s)."""
-    if not OFFLINE_ASSETS.is_file():
-        pytest.skip(f"{OFFLINE_ASSETS} not found: cannot build the FID Inception weights")
-    out = tmp_path_factory.mktemp("assets")
-    res = subprocess.run([sys.executable, str(OFFLINE_ASSETS), "--out", str(out), "--only", "inception"],
-                         capture_output=True, text=True, timeout=600, check=False)
-    path = out / "inception" / iw.WEIGHTS_NAME
-    if res.returncode != 0 or not path.is_file():
-        pytest.skip(f"offline_assets.py could not build the weights: {(res.stderr or res.stdout)[-500:]}")
-    return path
-
-
-@pytest.fixture(scope="session")
 def real_model(real_weights):
     return iw.load_inception(real_weights)
 

@@ -18,7 +18,8 @@ def _rms_norm(rtol, atol):
 def test_per_sample_rates_converge_and_are_independent(method):
     # y' = -k cos(tau) y per sample: y(T) = y0 exp(-k sin T); rates differ by 30x across the batch.
     k = torch.tensor([0.1, 1.0, 3.0], dtype=torch.float64)
-    func = lambda tau, y: (-(k * torch.cos(tau))[:, None] * y[0],)
+    # rows: the running samples the solver evaluates (finished ones are dropped from the batch).
+    func = lambda tau, y, rows: (-(k[rows] * torch.cos(tau))[:, None] * y[0],)
     y0 = (torch.ones(3, 2, dtype=torch.float64),)
     errs = []
     for tol in (1e-4, 1e-7):
@@ -27,14 +28,14 @@ def test_per_sample_rates_converge_and_are_independent(method):
         errs.append((sol.y[0] - exact).abs().max().item())
     assert errs[1] < errs[0] and errs[1] < 1e-5
     # The slow sample alone takes its own steps and gets the same answer as inside the batch.
-    func1 = lambda tau, y: (-(0.1 * torch.cos(tau))[:, None] * y[0],)
+    func1 = lambda tau, y, rows: (-(0.1 * torch.cos(tau))[:, None] * y[0],)
     one = integrate(func1, (y0[0][:1],), 3.0, method=method, rtol=1e-4, atol=1e-4, norm=_rms_norm(1e-4, 1e-4))
     both = integrate(func, y0, 3.0, method=method, rtol=1e-4, atol=1e-4, norm=_rms_norm(1e-4, 1e-4))
     assert torch.equal(one.y[0][0], both.y[0][0]) and both.n_steps > one.n_steps
 
 
 def test_non_finite_field_raises():
-    func = lambda tau, y: (torch.full_like(y[0], float("nan")),)
+    func = lambda tau, y, rows: (torch.full_like(y[0], float("nan")),)
     with pytest.raises(RuntimeError, match="exceeded 50 steps"):
         integrate(func, (torch.ones(2, 2),), 1.0, method="dopri5", rtol=1e-5, atol=1e-5,
                   norm=_rms_norm(1e-5, 1e-5), max_steps=50)
