@@ -97,7 +97,7 @@ def _rows_for_tol(score_fn, sde, x, tol, refs, *, repeats, extra, n_ref=None):
     total = lambda lp: None if exact is None else _err(lp, exact, D)
     rows = [("baseline RK45 (t, scipy, f64), 1 probe", tol, tb, base.nfe, None,
              _err(base.logp, same_probe, D, n_ref), total(base.logp), "1.0x"),
-            ("ours dopri5 (theta), 1 probe", tol, to, ours.nfe, ours.sample_nfe.double().mean().item(),
+            ("ours dopri5 (sqrt t), 1 probe", tol, to, ours.nfe, ours.sample_nfe.double().mean().item(),
              _err(ours.logp_probes[:, 0], same_probe, D, n_ref), total(ours.logp),
              f"{tb / to:.1f}x ({min(ratios):.1f}-{max(ratios):.1f})")]
     for name, kw in extra:      # single runs, for the accuracy side (no target on their speed)

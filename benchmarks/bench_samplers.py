@@ -123,6 +123,8 @@ def run_peers(gm, n, seed, budgets, methods) -> dict:
         d = np.load(outp)
         out = {}
         for key in d.files:
+            if key.endswith("|error"):
+                print(f"  peer failed: {key[:-6]}: {d[key]}", file=sys.stderr)
             if key.endswith("|stats"):
                 name, budget, _, _ = key.split("|")
                 calls, wall, inside = d[key].tolist()

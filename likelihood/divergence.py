@@ -45,11 +45,15 @@ def field_and_divergence(field: Callable[[torch.Tensor], torch.Tensor], x: torch
     return out.detach(), div.detach()
 
 
-# Elements of the [chunk, B, *D] cotangent block of one batched VJP of the exact trace. Measured on
-# the 2-core CPU (Gaussian-mixture score, B = 256, D = 64): chunks of 1-8 VJPs cost the same per VJP,
-# 16 and more are ~2x slower (the vmapped backward pass becomes memory-bound), so the block is kept
-# small; it bounds memory at large D too (D = 784, B = 256: one VJP at a time).
-_EXACT_BLOCK_ELEMS = 1 << 17
+# Cotangent elements ([chunk, B, *D]) per vmapped backward pass, for the exact trace and for several
+# probes. Measured on the 2-core CPU (Gaussian-mixture score, B = 256, D = 64): chunks of 1-8 VJPs
+# cost the same per VJP as a Python loop, 16 and more up to ~2x more (the vmapped backward pass becomes
+# memory-bound); the block also bounds memory at large D (D = 784, B = 256: one VJP at a time).
+_VJP_BLOCK_ELEMS = 1 << 16
+
+
+def _chunk(B: int, D: int, n: int) -> int:
+    return max(1, min(n, _VJP_BLOCK_ELEMS // max(1, B * D)))
 
 
 def _batched_vjp(out: torch.Tensor, x: torch.Tensor, cotangents: torch.Tensor, retain: bool) -> torch.Tensor:
@@ -62,7 +66,7 @@ def _batched_vjp(out: torch.Tensor, x: torch.Tensor, cotangents: torch.Tensor, r
 def _exact_trace(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """sum_i d out_i / d x_i [B] from D vector-Jacobian products with the coordinate vectors, in chunks."""
     B, D = x.shape[0], x[0].numel()
-    chunk = max(1, min(D, _EXACT_BLOCK_ELEMS // max(1, B * D)))
+    chunk = _chunk(B, D, D)
     trace = torch.zeros(B, dtype=x.dtype, device=x.device)
     for start in range(0, D, chunk):
         idx = torch.arange(start, min(D, start + chunk), device=x.device)
@@ -75,6 +79,12 @@ def _exact_trace(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _hutchinson(out: torch.Tensor, x: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
-    """v^T J v [B, P] for each probe v [B, *D] in probes [P, B, *D]: P VJPs in one batched backward pass."""
-    vjp = _batched_vjp(out, x, probes, False)
-    return (vjp * probes).reshape(probes.shape[0], x.shape[0], -1).sum(dim=2).T
+    """v^T J v [B, P] for each probe v [B, *D] in probes [P, B, *D]: one VJP each, in chunks."""
+    B, P = x.shape[0], probes.shape[0]
+    chunk = _chunk(B, x[0].numel(), P)
+    est = []
+    for start in range(0, P, chunk):
+        v = probes[start:start + chunk]
+        vjp = _batched_vjp(out, x, v, start + chunk < P)
+        est.append((vjp * v).reshape(v.shape[0], B, -1).sum(dim=2))
+    return torch.cat(est).T

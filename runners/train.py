@@ -13,7 +13,7 @@ from models import EMA
 from runners.common import build_model, build_score_fn, build_sde, data_shape, get_device
 from runners.validate import validate_config
 from training import distributed
-from training.checkpoint import load_latest_checkpoint, remove_stale_temporaries
+from training.checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries
 from training.loop import LoopSettings, TrainParts, restore_state, run_loop
 from training.losses import get_loss_fn
 from training.optim import build_optimizer
@@ -144,6 +144,10 @@ def _resume(config, parts: TrainParts, stream, workdir: str, device) -> int:
         remove_stale_temporaries(ckpt_dir)
     distributed.barrier()  # every rank then sees the same files and picks the same checkpoint
     found = load_latest_checkpoint(ckpt_dir, map_location=device)
+    steps = distributed.gather_objects(-1 if found is None else int(found[0]["step"]))
+    if len(set(steps)) > 1:
+        raise CheckpointError(f"the ranks found different newest checkpoints in {ckpt_dir} (steps by rank, -1 = "
+                              f"none: {steps}); the workdir must be on a file system that every node shares")
     if found is None:
         if distributed.rank() > 0:  # the weights are initialised: now give each rank its own dropout stream
             torch.manual_seed(mix_seed(config.seed, 0, distributed.rank()))

@@ -12,6 +12,7 @@ must be reached by every rank in the same order, or the group hangs until its ti
 import contextlib
 import datetime
 import os
+import warnings
 from typing import Callable, Iterator
 
 import torch
@@ -143,6 +144,10 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    # 1x1 convolutions get gradients whose strides differ from their weights' only along size-1
+    # dimensions (the same memory order); DDP copies those into its buckets and warns once per
+    # weight. The copy is correct and small, so the warning is silenced rather than shown to users.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 

@@ -95,3 +95,42 @@ def test_persistent_nans_stop_the_run_naming_step_and_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite steps ending at step 7.*checkpoint_4\.pth"):
         train.run(_toy_config(20, (5, 6, 7), max_nonfinite=3), str(tmp_path))
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")][-1] == "checkpoint_4.pth"
+
+
+SAMPLE = ["--config", "vpsde", "--config.model.nf=16", "--config.model.num_res_blocks=1",
+          "--config.sampling.num_samples=40", "--config.sampling.batch_size=4", "--config.sampling.steps=40"]
+
+
+def _sample_proc(workdir, eval_folder):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--mode", "sample", "--workdir", str(workdir),
+                             "--eval_folder", eval_folder, *SAMPLE], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sampling_killed_midway_resumes_to_the_same_samples(tmp_path):
+    import numpy as np
+
+    from runners.sample import load_samples
+
+    trained = subprocess.run([sys.executable, str(ROOT / "main.py"), "--mode", "train", "--workdir", str(tmp_path),
+                              *SAMPLE, "--config.training.n_iters=2", "--config.training.batch_size=8",
+                              "--config.training.grid_size=4"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    through = _sample_proc(tmp_path, "through")
+    assert through.wait(timeout=600) == 0, through.stderr.read()[-2000:]
+    killed = _sample_proc(tmp_path, "killed")
+    deadline = time.time() + 300
+    while len(list((tmp_path / "killed").glob("*/shard_*.npz"))) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    written = len(list((tmp_path / "killed").glob("*/shard_*.npz")))
+    assert 3 <= written < 10  # killed midway
+    rerun = _sample_proc(tmp_path, "killed")
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read()[-2000:]
+    a = load_samples(next((tmp_path / "through").iterdir()), 40)
+    b = load_samples(next((tmp_path / "killed").iterdir()), 40)
+    assert np.array_equal(a, b)
