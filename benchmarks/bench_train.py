@@ -9,12 +9,16 @@ batch and machine, measured in alternating rounds so that machine noise hits bot
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 from configs import cifar10_ddpmpp_cont, vpsde
-from models import EMA
+from models import EMA  # noqa: E402
 from runners.common import build_model, build_score_fn, build_sde, data_shape
 from training.losses import dsm_loss
 from training.optim import build_optimizer
