@@ -11,9 +11,21 @@ WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_torch():
+def _seeded_single_threaded():
+    """Seed torch, and run on one intra-op and one BLAS thread.
+
+    The tests' tensors are small: extra threads only spin-wait, which on a loaded 2-core machine
+    made small matmuls and eigendecompositions 10-50x slower (seen), and one thread is as fast
+    when the machine is idle. Subprocess tests set OMP_NUM_THREADS=1 for the same reason.
+    """
+    from threadpoolctl import threadpool_limits
+
     torch.manual_seed(0)
-    yield
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

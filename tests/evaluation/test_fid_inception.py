@@ -23,17 +23,6 @@ KEYS_JSON = SHARED_SCRIPTS / "inception_keys.json"
 OFFLINE_ASSETS = SHARED_SCRIPTS / "offline_assets.py"
 
 
-@pytest.fixture(autouse=True)
-def _single_blas_thread():
-    # 2048-d eigendecompositions: threaded OpenBLAS spin-waits on a busy 2-core machine
-    # (seen: 50x slower); one thread is as fast when the machine is idle.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn's dependency; without it the tests only run slower
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def _meta_state():

@@ -7,17 +7,6 @@ from evaluation.fid import (frechet_distance, kernel_inception_distance, mmd2_un
                             trace_sqrt_product)
 
 
-@pytest.fixture(autouse=True)
-def _single_blas_thread():
-    # These matrices are small: threaded OpenBLAS only adds spin-waiting, which on a loaded
-    # 2-core machine turned a 0.15 s eigendecomposition into 8 s.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn's dependency; without it the tests only run slower
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def _random_cov(rng, d, n):

@@ -1,17 +1,8 @@
-"""Fixtures for sampler tests: one thread, and the 2-D / 8-D Gaussian-mixture oracles."""
+"""Fixtures for sampler tests: the 2-D / 8-D Gaussian-mixture oracles."""
 import pytest
 import torch
 
 from sampler_oracle import make_mixture
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The oracle's small matmuls run fastest, and most repeatably, on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")
