@@ -1,6 +1,5 @@
 """Fixtures for sampler tests: the 2-D / 8-D Gaussian-mixture oracles."""
 import pytest
-import torch
 
 from sampler_oracle import make_mixture
 
