@@ -59,11 +59,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eva
     from evaluation import fid_kid_against_reference
     from runners.sample import generate, load_samples
 
+    from training import distributed
+
     validate_config(config)
     _check_images(config)
     e, device = config.eval, get_device(config)
+    # Every rank draws its share of the samples (generate ends with a barrier); the Inception
+    # passes then run on rank 0 alone, after the last collective, so no rank waits on them.
+    folder, step = generate(config, workdir, eval_folder, num_samples=e.fid_num_samples,
+                            rank=distributed.rank(), world_size=distributed.world_size())
+    if not distributed.is_main():
+        return {}
     reference = reference_statistics(config, device)
-    folder, step = generate(config, workdir, eval_folder, num_samples=e.fid_num_samples)
     load_samples(folder, e.fid_num_samples)  # checks that every shard is there before the long pass
     result = fid_kid_against_reference(_shards(folder), reference, e.inception_weights or None,
                                        batch_size=e.fid_batch_size, device=device, kid_subsets=e.kid_subsets,

@@ -6,7 +6,11 @@ from runners.eval_fid import reference_statistics
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eval") -> dict:
-    """Statistics of eval.stats_split; a cached file is reused. workdir is not used."""
+    """Statistics of eval.stats_split; a cached file is reused. workdir is not used. One process only."""
+    from training import distributed
+
+    if distributed.world_size() > 1:
+        raise ValueError("--mode stats runs in one process; launch it with python, not torchrun")
     stats = reference_statistics(config, get_device(config))
     print(f"FID statistics of {config.data.dataset}/{config.eval.stats_split} "
           f"({stats['meta']['num_images']} images): {stats['path']}")

@@ -80,9 +80,19 @@ def _validate_sampling(config) -> None:
         _int_at_least(config, f"sampling.{field}", 1)
 
 
+def _validate_performance(config) -> None:
+    t, d = config.training, config.distributed
+    _one_of(t.mixed_precision, "training.mixed_precision", ("no", "bf16"))
+    for field in ("compile", "tf32"):
+        _need(isinstance(t[field], bool), f"training.{field}", t[field], "True or False")
+    _one_of(d.backend, "distributed.backend", ("auto", "nccl", "gloo"))
+    _need(d.timeout_seconds > 0, "distributed.timeout_seconds", d.timeout_seconds, "a number of seconds > 0")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError naming the first bad field and what was expected."""
     _validate_training(config)
+    _validate_performance(config)
     _validate_model_sde(config)
     _validate_data(config)
     _validate_sampling(config)
