@@ -98,23 +98,31 @@ def run_diffusers(scheduler, net, x_T, steps, generator, **step_kw):
     return x, record
 
 
-def step_for_step(method, score_fn, sde, record, spacing, **options) -> float:
-    """max over steps of |ours(x_t) - diffusers(x_t)| / scale, both fed diffusers' x_t and noise."""
+def step_for_step(method, score_fn, sde, record, spacing, **options) -> tuple[float, float, float]:
+    """Per step, both sides fed diffusers' x_t and generator state. Returns the max over steps of
+    |ours - diffusers|, |ours - exact| and |diffusers - exact| (each / max(1, |x|)), where exact is
+    our step in float64 from the same x_t and noise (identical to diffusers' float64 step to ~1e-13,
+    the float64 pass of this script)."""
     seq = discrete_steps(sde.N, len(record), spacing)
     assert seq == [r[0] for r in record], (seq, [r[0] for r in record])
     prev = previous_steps(seq, sde.N, spacing, diffusers_ddim=method == "ddim")
     cur, nxt = step_alpha_sigma(sde, seq), step_alpha_sigma(sde, prev)
-    worst = 0.0
+
+    def one(x, c, n, i, z):
+        if method == "ddim":
+            return ddim_step(score_fn, x, c, n, eta=options["eta"], z=z if options["eta"] > 0 else None)
+        return ddpm_step(score_fn, x, c, n, variance=options["variance"], z=z if i > 0 else None)
+
+    worst = [0.0, 0.0, 0.0]
     with torch.no_grad():
         for i, c, n, (_, x_in, x_ref, state) in zip(seq, cur, nxt, record):
-            noise = Noise(_restore(state), x_in.shape[0])
-            if method == "ddim":
-                eta = options["eta"]
-                out = ddim_step(score_fn, x_in, c, n, eta=eta, z=noise.like(x_in) if eta > 0 else None)
-            else:
-                out = ddpm_step(score_fn, x_in, c, n, variance=options["variance"], z=noise.like(x_in) if i > 0 else None)
-            worst = max(worst, float((out - x_ref).abs().max()) / scale(x_ref))
-    return worst
+            z = Noise(_restore(state), x_in.shape[0]).like(x_in)
+            out = one(x_in, c, n, i, z)
+            exact = one(x_in.double(), c, n, i, z.double())
+            sc = scale(x_ref)
+            for k, (a, b) in enumerate([(out, x_ref), (out, exact), (x_ref, exact)]):
+                worst[k] = max(worst[k], float((a.double() - b.double()).abs().max()) / sc)
+    return tuple(worst)
 
 
 def ours(method, score_fn, sde, x_T, steps, generator, **options):
@@ -140,16 +148,16 @@ def compare(dtype) -> tuple[float, float]:
     score_fn = get_score_fn(sde, net, prediction="eps", time_input="index", discrete_schedule=True)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     common = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=False)
-    worst_step, worst_traj = 0.0, 0.0
+    worst_step, worst_traj = (0.0, 0.0, 0.0), 0.0
     name = str(dtype)[6:]
     for spacing, steps, eta, per_sample in itertools.product(("leading", "trailing"), (10, 50, 333), (0.0, 0.5, 1.0), (False, True)):
         gens = lambda: [torch.Generator().manual_seed(10 + i) for i in range(shape[0])] if per_sample else torch.Generator().manual_seed(10)  # noqa: E731
         ref, record = run_diffusers(DDIMScheduler(**common, timestep_spacing=spacing, set_alpha_to_one=True), net, x_T, steps, gens(), eta=eta)
         traj = float((ours("ddim", score_fn, sde, x_T, steps, gens(), eta=eta, spacing=spacing) - ref).abs().max()) / scale(ref)
         step = step_for_step("ddim", score_fn, sde, record, spacing, eta=eta)
-        worst_step, worst_traj = max(worst_step, step), max(worst_traj, traj)
+        worst_step, worst_traj = _worst(worst_step, step), max(worst_traj, traj)
         print(f"{name} ddim spacing={spacing:8s} steps={steps:4d} eta={eta:.1f} per_sample={per_sample!s:5s} "
-              f"step max|diff|/scale={step:.2e}  traj={traj:.2e}")
+              f"{_fmt(step)}  traj={traj:.2e}")
     for spacing, steps, variance in itertools.product(("leading", "trailing"), (10, 100, 1000), ("beta", "beta_tilde")):
         vt = "fixed_large" if variance == "beta" else "fixed_small"
         ref, record = run_diffusers(DDPMScheduler(**common, timestep_spacing=spacing, variance_type=vt), net, x_T, steps,
@@ -157,18 +165,32 @@ def compare(dtype) -> tuple[float, float]:
         out = ours("ddpm", score_fn, sde, x_T, steps, torch.Generator().manual_seed(10), variance=variance, spacing=spacing)
         traj = float((out - ref).abs().max()) / scale(ref)
         step = step_for_step("ddpm", score_fn, sde, record, spacing, variance=variance)
-        worst_step, worst_traj = max(worst_step, step), max(worst_traj, traj)
+        worst_step, worst_traj = _worst(worst_step, step), max(worst_traj, traj)
         print(f"{name} ddpm spacing={spacing:8s} steps={steps:4d} variance={variance:10s} "
-              f"step max|diff|/scale={step:.2e}  traj={traj:.2e}")
-    print(f"{dtype}: worst step-for-step {worst_step:.2e} (tolerance {STEP_TOL:.0e}); worst trajectory {worst_traj:.2e} (reported)")
+              f"{_fmt(step)}  traj={traj:.2e}")
+    print(f"{dtype}: worst step-for-step {_fmt(worst_step)}; worst trajectory {worst_traj:.2e}")
     return worst_step, worst_traj
+
+
+def _worst(a, b):
+    return tuple(max(u, v) for u, v in zip(a, b))
+
+
+def _fmt(step) -> str:
+    return f"step ours-diffusers={step[0]:.2e} ours-exact={step[1]:.2e} diffusers-exact={step[2]:.2e}"
 
 
 def main() -> int:
     worst = {dtype: compare(dtype) for dtype in (torch.float64, torch.float32)}
     for dtype, (step, traj) in worst.items():
-        print(f"SUMMARY {str(dtype)[6:]}: step-for-step {step:.2e}, trajectory {traj:.2e}")
-    return 0 if all(step <= STEP_TOL for step, _ in worst.values()) else 1
+        print(f"SUMMARY {str(dtype)[6:]}: {_fmt(step)}; trajectory ours-diffusers {traj:.2e}")
+    # Judged: the float64 step-for-step difference (same math, same x_t and noise), and our float32
+    # step against the exact step. diffusers' float32 step is not the yardstick: it forms
+    # 1 - alpha-bar and alpha-bar_t / alpha-bar_prev in float32, which near t = 0 is off by up to
+    # ~1e-3 relative (its "diffusers-exact" column), far above 1e-5.
+    judged = [worst[torch.float64][0][0], worst[torch.float32][0][1]]
+    print(f"judged: float64 ours-diffusers {judged[0]:.2e}, float32 ours-exact {judged[1]:.2e} (tolerance {STEP_TOL:.0e})")
+    return 0 if all(v <= STEP_TOL for v in judged) else 1
 
 
 if __name__ == "__main__":
