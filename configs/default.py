@@ -10,7 +10,7 @@ from ml_collections.config_dict import placeholder
 def _training() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.batch_size = 128            # images per step per process: the global batch is batch_size x world size
-    c.n_iters = 2500              # total optimisation steps; a larger value continues a finished run
+    c.n_iters = 2000              # total optimisation steps; a larger value continues a finished run
     c.loss = "dsm"                # "dsm" (continuous), "smld" (VE, discrete sigmas), "ddpm" (VP, discrete steps)
     c.reduce_mean = True          # average the loss over dimensions instead of summing (MATH §4)
     c.likelihood_weighting = False  # lambda(t) = g(t)^2 instead of sigma(t)^2
@@ -18,7 +18,7 @@ def _training() -> ml_collections.ConfigDict:
     c.eps = 1e-5                  # smallest training time t
     c.log_freq = 25               # steps between TensorBoard scalars / progress-bar updates
     c.snapshot_freq = 500         # steps between checkpoints
-    c.sample_freq = 1250          # steps between sample grids (PNG + TensorBoard); 0 = only at the end
+    c.sample_freq = 1000          # steps between sample grids (PNG + TensorBoard); 0 = only at the end
     c.keep_checkpoints = 3        # newest checkpoints kept on disk (0 = all)
     c.grid_size = 64              # images in each sample grid
     c.max_nonfinite_steps = 10    # consecutive NaN/Inf losses or gradients (each skipped) before stopping
