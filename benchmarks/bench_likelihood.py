@@ -182,7 +182,8 @@ def main():
     p.add_argument("--batch-a", type=int, default=256)
     p.add_argument("--batch-b", type=int, default=256)
     p.add_argument("--tols", default="1e-3,1e-4,1e-5", help="tolerances of case (a)")
-    p.add_argument("--tols-b", default="1e-3,1e-4", help="tolerances of case (b) (a U-Net solve at batch 256 takes minutes)")
+    p.add_argument("--tols-b", default="1e-3,1e-4",
+                   help="tolerances of case (b) (one U-Net solve at batch 256: minutes)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per tolerance, case (a)")
     p.add_argument("--repeats-b", type=int, default=1)
     p.add_argument("--tight", type=float, default=1e-7, help="tolerance of the (b) reference solve")

@@ -10,8 +10,9 @@ w = x for VP, x / sqrt(1 + sigma^2) for VE), in u = sqrt(t). Since d(n^2)/dt = 2
 and, as p_w(w) = p_x(x) n^D,  log p_eps(x) = log p_T(x_T) + D log(n_T / n_eps) + Delta log p.
 
 Why these variables (measured on the benchmarks' Gaussian mixture, D = 64, and random-init U-Net,
-D = 784): w stays O(1) where x grows like sigma (VE); u = sqrt(t) removes the 1/sqrt(t) growth of the score term at t -> 0 (VP: u g^2 / n ->
-sqrt(beta_min)) without compressing the end of the range. Alternatives tried with this solver:
+D = 784): w stays O(1) where x grows like sigma (VE); u = sqrt(t) removes the 1/sqrt(t) growth
+of the score term at t -> 0 (VP: u g^2 / n -> sqrt(beta_min)) without compressing the end of
+the range. Alternatives tried with this solver:
 the angle arctan(sigma/alpha) (straight EDM trajectories become rotations) took ~10% fewer
 evaluations on the VP mixture and ~2x fewer on a VE mixture, but ~1.5x more on the U-Net, whose
 derivative in that angle grows like 1/cos near T; log-SNR time ~1.2x more on the mixture; plain t
