@@ -66,12 +66,7 @@ PEERS = ["diffusers_dpmpp2m", "diffusers_dpmpp3m", "diffusers_dpmpp2m_karras", "
 
 def make_mixture(D: int, K: int = 3, seed: int = 0) -> GaussianMixture:
     """K well-separated full-covariance components in D dimensions (as the sampler tests use)."""
-    g = torch.Generator().manual_seed(seed)
-    means = 2.0 * torch.randn(K, D, generator=g, dtype=torch.float64)
-    A = torch.randn(K, D, D, generator=g, dtype=torch.float64) / D ** 0.5
-    covs = 0.3 * A @ A.transpose(1, 2) + 0.05 * torch.eye(D, dtype=torch.float64)
-    w = torch.rand(K, generator=g, dtype=torch.float64) + 0.5
-    return GaussianMixture(w / w.sum(), means, covs)
+    return GaussianMixture.random(D, K, seed)
 
 
 def max_steps(cost, budget: int):

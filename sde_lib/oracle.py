@@ -33,6 +33,16 @@ class GaussianMixture:
         self._on_device: dict = {}
         self.K, self.D = K, D
 
+    @classmethod
+    def random(cls, dim: int, n_components: int = 3, seed: int = 0) -> "GaussianMixture":
+        """K well-separated random full-covariance components in `dim` dimensions (tests, benchmarks)."""
+        g = torch.Generator().manual_seed(seed)
+        means = 2.0 * torch.randn(n_components, dim, generator=g, dtype=torch.float64)
+        A = torch.randn(n_components, dim, dim, generator=g, dtype=torch.float64) / dim ** 0.5
+        covs = 0.3 * A @ A.transpose(1, 2) + 0.05 * torch.eye(dim, dtype=torch.float64)
+        w = torch.rand(n_components, generator=g, dtype=torch.float64) + 0.5
+        return cls(w / w.sum(), means, covs)
+
     def _p(self, like: torch.Tensor) -> dict:
         """The decomposed parameters on like's device (float64), moved once per device."""
         key = str(like.device)

@@ -57,3 +57,10 @@ def test_bad_parameters_raise():
         GaussianMixture(torch.tensor([1.0]), torch.zeros(1, 2), torch.eye(3)[None])
     with pytest.raises(ValueError, match="D=2"):
         GaussianMixture(torch.tensor([1.0]), torch.zeros(1, 2), torch.eye(2)[None]).log_prob(torch.zeros(1, 3))
+
+
+def test_random_mixture_is_reproducible_and_valid():
+    a, b = GaussianMixture.random(5, 3, seed=2), GaussianMixture.random(5, 3, seed=2)
+    assert torch.equal(a.means, b.means) and torch.equal(a.covs, b.covs)
+    assert torch.isclose(a.weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert (torch.linalg.eigvalsh(a.covs) > 0.04).all()  # the 0.05 I jitter keeps every component proper
