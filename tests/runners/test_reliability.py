@@ -19,7 +19,7 @@ from training.loop import NonFiniteLossError
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ["--config", "vpsde", "--config.training.batch_size=16", "--config.model.nf=16",
        "--config.model.num_res_blocks=1", "--config.training.grid_size=4", "--config.sampling.steps=2",
-       "--config.training.snapshot_freq=3", "--config.training.n_iters=45", "--config.training.log_freq=5",
+       "--config.training.snapshot_freq=3", "--config.training.n_iters=60", "--config.training.log_freq=5",
        "--config.training.keep_checkpoints=2"]
 
 
@@ -51,20 +51,23 @@ def test_sigkill_three_times_and_sigterm_once_resume_to_identical_weights(tmp_pa
     assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
     rng = random.Random(1234)
     workdir = tmp_path / "killed"
-    for target in sorted(rng.sample(range(3, 40, 3), 3)):  # SIGKILL shortly after a random checkpoint
-        proc = _start(workdir)
-        _wait_for_step(proc, workdir, target)
-        time.sleep(rng.uniform(0.0, 0.3))  # anywhere: mid-step, mid-checkpoint-write, mid-grid
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+    # SIGTERM as soon as training runs (the first checkpoint): a checkpoint is written, exit != 0.
     proc = _start(workdir)
-    _wait_for_step(proc, workdir, _newest_step(workdir) + 3)
+    _wait_for_step(proc, workdir, 3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) != 0
-    assert "stopped by SIGTERM" in proc.stderr.read() or _newest_step(workdir) == 45
+    assert "stopped by SIGTERM" in proc.stderr.read()
+    assert 3 <= _newest_step(workdir) < 60
+    # SIGKILL three times, each shortly after a random later checkpoint, well before the end.
+    for target in sorted(rng.sample(range(_newest_step(workdir) + 3, 45, 3), 3)):
+        proc = _start(workdir)
+        _wait_for_step(proc, workdir, target)
+        time.sleep(rng.uniform(0.0, 0.05))  # anywhere: mid-step, mid-checkpoint-write
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL  # it was still running: a real interruption
     final = _start(workdir)
     assert final.wait(timeout=600) == 0, final.stderr.read()[-3000:]
-    a, b = _weights(tmp_path / "reference", 45), _weights(workdir, 45)
+    a, b = _weights(tmp_path / "reference", 60), _weights(workdir, 60)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not list((workdir / "checkpoints").glob(".checkpoint_*"))  # no temporaries left behind
 
