@@ -149,70 +149,98 @@ def _write_grid(parts: TrainParts, writer, workdir: Path, step: int) -> Path:
     return path
 
 
+class _NonFiniteGuard:
+    """Counts skipped non-finite steps; raises after max_in_a_row of them in a row."""
+
+    def __init__(self, writer, workdir: Path, max_in_a_row: int):
+        self.writer, self.workdir, self.max_in_a_row = writer, workdir, max_in_a_row
+        self.skipped, self.in_a_row = 0, 0
+
+    def check(self, applied: bool, step: int) -> bool:
+        """True if the step was applied; otherwise record it (and stop the run after too many)."""
+        if applied:
+            self.in_a_row = 0
+            return True
+        self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+        self.writer.add_scalar("train/skipped_nonfinite_steps", self.skipped, step)
+        _say(f"step {step}: non-finite loss or gradient, update skipped ({self.skipped} so far)")
+        if self.in_a_row >= self.max_in_a_row:
+            raise NonFiniteLossError(f"{self.in_a_row} consecutive non-finite steps ending at step {step}; "
+                                     f"stopped. Last good checkpoint: {_last_checkpoint(self.workdir)}")
+        return False
+
+
+class _Loop:
+    """The state of one run_loop call: what was logged, saved and drawn last."""
+
+    def __init__(self, parts: TrainParts, settings: LoopSettings, workdir: Path, start_step: int, writer):
+        self.parts, self.settings, self.workdir, self.writer = parts, settings, workdir, writer
+        self.main, self.parallel = distributed.is_main(), distributed.world_size() > 1
+        self.step, self.last_saved, self.last_grid = start_step, start_step, None
+        self.bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step",
+                        dynamic_ncols=True, disable=not self.main)
+        self.tick, self.tick_step = time.perf_counter(), start_step
+        self.guard = _NonFiniteGuard(writer, workdir, settings.max_nonfinite_steps)
+
+    def train_one(self) -> None:
+        """One step, then the periodic logging, checkpoint and grid it is due for."""
+        s, parts = self.settings, self.parts
+        scale = float("nan") if self.step + 1 in s.debug_nan_steps else 1.0
+        result = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn, parts.score_fn,
+                            next(parts.batches), self.step, settings=s.optim, generator=parts.generator,
+                            loss_scale=scale, loss_mean=parts.loss_mean)
+        self.step += 1
+        self.bar.update(1)
+        if not self.guard.check(result.applied, self.step):
+            return
+        if self.main and (self.step % s.log_freq == 0 or self.step == s.n_iters):
+            # The only other host sync of the loop: once every log_freq steps.
+            rate = (self.step - self.tick_step) / max(time.perf_counter() - self.tick, 1e-9)
+            self.tick, self.tick_step = time.perf_counter(), self.step
+            _log(self.writer, self.bar, self.step, loss=result.loss.item(), grad_norm=result.grad_norm.item(),
+                 lr=result.lr, rate=rate)
+        if self.step % s.snapshot_freq == 0:
+            _save(parts, self.workdir, self.step, s.keep_checkpoints)
+            self.last_saved = self.step
+        if self.main and s.sample_freq and self.step % s.sample_freq == 0:
+            self.last_grid = _write_grid(parts, self.writer, self.workdir, self.step)
+
+    def save_on_exit(self, error) -> None:
+        """Keep the work since the last checkpoint, unless the run ended in persistent NaNs or,
+        data-parallel, in an error (a dead peer: no collective can run and ranks may disagree;
+        a restart resumes from the last periodic checkpoint)."""
+        if self.step != self.last_saved and error is not NonFiniteLossError and not (self.parallel and error):
+            _say(f"saved checkpoint {_save(self.parts, self.workdir, self.step, self.settings.keep_checkpoints)}")
+
+
 def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step: int) -> int:
     """Train from start_step to settings.n_iters; always ends with a checkpoint and a grid."""
     from torch.utils.tensorboard import SummaryWriter
 
-    workdir, main, parallel = Path(workdir), distributed.is_main(), distributed.world_size() > 1
-    writer = SummaryWriter(str(workdir / "tensorboard")) if main else _NoWriter()
-    step, last_saved, last_grid = start_step, start_step, None
-    bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not main)
-    tick, tick_step, skipped, in_a_row = time.perf_counter(), step, 0, 0
+    workdir = Path(workdir)
+    writer = SummaryWriter(str(workdir / "tensorboard")) if distributed.is_main() else _NoWriter()
+    loop = _Loop(parts, settings, workdir, start_step, writer)
     try:
         with _StopRequest() as stop:
-            while step < settings.n_iters:
-                if parallel and _any_rank_stopping(stop, parts):
+            while loop.step < settings.n_iters:
+                if loop.parallel and _any_rank_stopping(stop, parts):
                     stop.requested = True  # a peer's SIGTERM stops this rank at the same step
                 if stop.requested:
                     break
-                scale = float("nan") if step + 1 in settings.debug_nan_steps else 1.0
-                result = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn, parts.score_fn,
-                                    next(parts.batches), step, settings=settings.optim,
-                                    generator=parts.generator, loss_scale=scale, loss_mean=parts.loss_mean)
-                step += 1
-                bar.update(1)
-                if not result.applied:
-                    skipped, in_a_row = skipped + 1, in_a_row + 1
-                    writer.add_scalar("train/skipped_nonfinite_steps", skipped, step)
-                    _say(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)")
-                    if in_a_row >= settings.max_nonfinite_steps:
-                        raise NonFiniteLossError(
-                            f"{in_a_row} consecutive non-finite steps ending at step {step}; "
-                            f"stopped. Last good checkpoint: {_last_checkpoint(workdir)}")
-                    continue
-                in_a_row = 0
-                if main and (step % settings.log_freq == 0 or step == settings.n_iters):
-                    # The only other host sync of the loop: once every log_freq steps.
-                    rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
-                    tick, tick_step = time.perf_counter(), step
-                    _log(writer, bar, step, loss=result.loss.item(), grad_norm=result.grad_norm.item(),
-                         lr=result.lr, rate=rate)
-                if step % settings.snapshot_freq == 0:
-                    _save(parts, workdir, step, settings.keep_checkpoints)
-                    last_saved = step
-                if main and settings.sample_freq and step % settings.sample_freq == 0:
-                    last_grid = _write_grid(parts, writer, workdir, step)
+                loop.train_one()
     finally:
-        # However the loop ended (done, SIGTERM, Ctrl-C, an error), keep the work done so far;
-        # after persistent NaNs nothing is saved: the last good checkpoint stays the newest.
-        # Data-parallel, an error may come from a dead peer: no collective can run and the ranks
-        # may disagree, so only an agreed end (done or SIGTERM) saves; a restart resumes from the
-        # last periodic checkpoint.
-        bar.close()
-        error = sys.exc_info()[0]
-        if step != last_saved and error is not NonFiniteLossError and not (parallel and error is not None):
-            path = _save(parts, workdir, step, settings.keep_checkpoints)
-            _say(f"saved checkpoint {path}")
+        loop.bar.close()
+        loop.save_on_exit(sys.exc_info()[0])
         writer.flush()
     if stop.requested:
         writer.close()
-        raise SystemExit(f"stopped by SIGTERM at step {step}; checkpoint saved, rerun the same command to resume")
-    if main and (last_grid is None or not last_grid.name.endswith(f"_{step}.png")):
-        last_grid = _write_grid(parts, writer, workdir, step)
+        raise SystemExit(f"stopped by SIGTERM at step {loop.step}; checkpoint saved, rerun the same command to resume")
+    last_grid = loop.last_grid
+    if loop.main and (last_grid is None or not last_grid.name.endswith(f"_{loop.step}.png")):
+        last_grid = _write_grid(parts, writer, workdir, loop.step)
     _say(f"sample grid: {last_grid}")
     writer.close()
-    return step
+    return loop.step
 
 
 def _any_rank_stopping(stop: _StopRequest, parts: TrainParts) -> bool:
