@@ -20,16 +20,15 @@ from runners.common import (IMAGE_DATASETS, atomic_save_npz, atomic_write_json, 
                             config_fingerprint, data_shape, get_device, load_ema_model)
 from training import distributed
 
-# config.eval fields this runner reads, with their defaults (used when a field is absent).
-BPD_DEFAULTS = dict(split="test", batch_size=256, checkpoint=None, bpd_num_images=None,
-                    bpd_divergence="hutchinson", bpd_noise="rademacher", bpd_n_probes=1,
-                    bpd_solver="dopri5", bpd_rtol=1e-5, bpd_atol=1e-5, bpd_eps=1e-5,
-                    bpd_dequantization="uniform", bpd_n_dequant=1, bpd_seed=0)
+# config.eval fields this runner reads (defined, with their defaults, in configs/default.py).
+BPD_FIELDS = ("split", "batch_size", "checkpoint", "bpd_num_images", "bpd_divergence", "bpd_noise",
+              "bpd_n_probes", "bpd_solver", "bpd_rtol", "bpd_atol", "bpd_eps", "bpd_dequantization",
+              "bpd_n_dequant", "bpd_seed")
 
 
 def _options(config: ml_collections.ConfigDict) -> dict:
-    """The bits/dim settings of config.eval, defaults filled in."""
-    return {k: config.eval.get(k, v) if config.eval.get(k, v) is not None else v for k, v in BPD_DEFAULTS.items()}
+    """The bits/dim settings of config.eval as a plain dict."""
+    return {k: config.eval[k] for k in BPD_FIELDS}
 
 
 def _load_shards(out_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

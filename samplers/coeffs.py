@@ -37,7 +37,5 @@ def langevin_a(sde: SDE, t: float) -> float:
     """The Langevin step-size factor a of MATH §5: 1 - beta_i for VP / sub-VP, 1 for VE."""
     if not hasattr(sde, "beta_min"):
         return 1.0
-    i = float(sde.discrete_index(torch.tensor([t], dtype=torch.float64)))
-    # DDPM's beta_i (MATH §3), written out because sub-VP has no discrete chain of its own.
-    beta_i = sde.beta_min / sde.N + i * (sde.beta_max - sde.beta_min) / (sde.N * (sde.N - 1))
-    return 1.0 - beta_i
+    t64 = torch.tensor([t], dtype=torch.float64)
+    return 1.0 - float(sde.discrete_beta(sde.discrete_index(t64), t64))

@@ -10,7 +10,7 @@ import torch
 
 from samplers import coeffs
 from sde_lib import SDE
-from sde_lib.utils import ScoreFn, batch_broadcast
+from sde_lib.utils import ScoreFn, as_time, batch_broadcast
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,7 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
 
 def langevin(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float, z: torch.Tensor, *, snr: float):
     """eps = 2 a (r |z| / |s|)^2 per sample; x_mean = x + eps s, x = x_mean + sqrt(2 eps) z (MATH §5)."""
-    s = score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
+    s = score_fn(x, as_time(t, x))
     # A zero score (exactly at a mode) would give an infinite step; the floor keeps it finite.
     ratio = _norm(z) / _norm(s).clamp_min(torch.finfo(x.dtype).tiny ** 0.5)
     step = 2.0 * coeffs.langevin_a(sde, t) * (snr * ratio) ** 2
@@ -30,7 +30,7 @@ def langevin(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float, z: torch.Te
 
 def annealed_langevin(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float, z: torch.Tensor, *, snr: float):
     """SMLD's annealed Langevin dynamics: eps = 2 a (r sigma(t))^2 (MATH §5)."""
-    s = score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
+    s = score_fn(x, as_time(t, x))
     sigma_t = coeffs.alpha_sigma(sde, t)[1]
     step = 2.0 * coeffs.langevin_a(sde, t) * (snr * sigma_t) ** 2
     x_mean = x + step * s

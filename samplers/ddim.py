@@ -13,7 +13,7 @@ import torch
 from samplers.grids import discrete_steps, previous_steps
 from samplers.noise import Noise
 from sde_lib import SDE, VPSDE
-from sde_lib.utils import ScoreFn
+from sde_lib.utils import ScoreFn, as_time
 
 T_MIN_CONTINUOUS = 1e-3  # sub-VP's sigma(0) = 0: continuous-schedule grids stop at this t
 
@@ -47,7 +47,7 @@ def ddim_step(score_fn: ScoreFn, x: torch.Tensor, cur: tuple, nxt: tuple, *, eta
     """
     t, alpha, sigma = cur
     _, alpha_n, sigma_n = nxt
-    eps_hat = score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)) * (-sigma)
+    eps_hat = score_fn(x, as_time(t, x)) * (-sigma)
     x0 = (x - sigma * eps_hat) / alpha
     v = eta ** 2 * (sigma_n / sigma) ** 2 * max(sigma ** 2 - (alpha / alpha_n * sigma_n) ** 2, 0.0)
     x_next = alpha_n * x0 + math.sqrt(max(sigma_n ** 2 - v, 0.0)) * eps_hat

@@ -12,7 +12,7 @@ from samplers.grids import discrete_steps, previous_steps
 from samplers.noise import Noise
 from samplers.validate import choose
 from sde_lib import SDE, VPSDE
-from sde_lib.utils import ScoreFn
+from sde_lib.utils import ScoreFn, as_time
 
 VARIANCES = ("beta", "beta_tilde")
 
@@ -22,7 +22,7 @@ def ddpm_step(score_fn: ScoreFn, x: torch.Tensor, cur: tuple, nxt: tuple, *, var
     """Posterior mean c0 x0 + c1 x_t plus sqrt(var) z, with beta = 1 - abar/abar' (MATH §5)."""
     t, alpha, sigma = cur
     _, alpha_n, sigma_n = nxt
-    eps_hat = score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)) * (-sigma)
+    eps_hat = score_fn(x, as_time(t, x)) * (-sigma)
     x0 = (x - sigma * eps_hat) / alpha
     beta = 1.0 - (alpha / alpha_n) ** 2                    # the sub-sequence's beta_i
     c0 = alpha_n * beta / sigma ** 2                        # sqrt(abar') beta / (1 - abar)

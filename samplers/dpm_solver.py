@@ -34,7 +34,7 @@ from samplers.grids import karras_sigmas, log_snr_t, t_from_scaled_sigma, unifor
 from samplers.noise import Noise
 from samplers.validate import check_eps, choose
 from sde_lib import SDE
-from sde_lib.utils import ScoreFn
+from sde_lib.utils import ScoreFn, as_time
 
 GRIDS = ("log_snr", "uniform", "karras")
 
@@ -180,7 +180,7 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: i
 def _single_denoise(score_fn, sde, x, t: float, step_to: float | None = None) -> torch.Tensor:
     """One evaluation: Tweedie's x0 at t, or a first-order step from t to step_to (steps = 1)."""
     alpha, sigma = coeffs.alpha_sigma(sde, t)
-    x0 = (x + sigma ** 2 * score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))) / alpha
+    x0 = (x + sigma ** 2 * score_fn(x, as_time(t, x))) / alpha
     if step_to is None:
         return x0
     alpha_n, sigma_n = coeffs.alpha_sigma(sde, step_to)

@@ -14,7 +14,7 @@ from samplers.grids import karras_sigmas, t_from_scaled_sigma
 from samplers.noise import Noise
 from samplers.validate import check_eps
 from sde_lib import SDE
-from sde_lib.utils import ScoreFn
+from sde_lib.utils import ScoreFn, as_time
 
 
 def _denoiser(score_fn: ScoreFn, sde: SDE, x_tilde: torch.Tensor, sigma_tilde: float) -> torch.Tensor:
@@ -22,7 +22,7 @@ def _denoiser(score_fn: ScoreFn, sde: SDE, x_tilde: torch.Tensor, sigma_tilde: f
     t = float(t_from_scaled_sigma(sde, torch.tensor([sigma_tilde])))
     alpha, sigma = coeffs.alpha_sigma(sde, t)
     x = alpha * x_tilde
-    s = score_fn(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
+    s = score_fn(x, as_time(t, x))
     return (x + sigma ** 2 * s) / alpha
 
 

@@ -6,14 +6,10 @@ from samplers import coeffs
 from samplers.grids import uniform_t
 from samplers.validate import check_eps, choose
 from sde_lib import SDE
-from sde_lib.utils import ScoreFn, batch_broadcast
+from sde_lib.utils import ScoreFn, as_time, batch_broadcast
 
 ODE_SOLVERS = ("dopri5", "rk45_scipy", "euler", "heun")
 ADAPTIVE = ("dopri5", "rk45_scipy")
-
-
-def _time(t: float, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
 
 
 def flow_drift(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -25,7 +21,7 @@ def flow_drift(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) ->
 def _flow_at(score_fn, sde, x, t: float) -> torch.Tensor:
     """The same drift at a host time t, with float64 host coefficients (f_coef x - g^2 s / 2)."""
     f_coef, g2 = coeffs.drift_coeffs(sde, t)
-    return f_coef * x - (0.5 * g2) * score_fn(x, _time(t, x))
+    return f_coef * x - (0.5 * g2) * score_fn(x, as_time(t, x))
 
 
 def _fixed(score_fn, sde, x, grid: list[float], heun: bool) -> torch.Tensor:
@@ -59,7 +55,7 @@ def _rk45_scipy(score_fn, sde, x, t_max: float, eps: float, rtol: float, atol: f
 
     def rhs(t, y):
         y_t = torch.as_tensor(y, dtype=dtype, device=device).reshape(shape)
-        return flow_drift(score_fn, sde, y_t, _time(t, y_t)).reshape(-1).cpu().numpy().astype(np.float64)
+        return flow_drift(score_fn, sde, y_t, as_time(t, y_t)).reshape(-1).cpu().numpy().astype(np.float64)
 
     sol = solve_ivp(rhs, (t_max, eps), x.reshape(-1).cpu().numpy().astype(np.float64),
                     rtol=rtol, atol=atol, method="RK45")
@@ -94,4 +90,4 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | No
 def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float) -> torch.Tensor:
     """E[x0 | x_t] = (x + sigma^2 s(x, t)) / alpha at a host time t (1 NFE; MATH §1, §5)."""
     alpha_t, sigma_t = coeffs.alpha_sigma(sde, t)
-    return (x + sigma_t ** 2 * score_fn(x, _time(t, x))) / alpha_t
+    return (x + sigma_t ** 2 * score_fn(x, as_time(t, x))) / alpha_t

@@ -11,17 +11,13 @@ import torch
 
 from samplers import coeffs
 from sde_lib import SDE, VPSDE
-from sde_lib.utils import ScoreFn, batch_broadcast
-
-
-def _time(t: float, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+from sde_lib.utils import ScoreFn, as_time, batch_broadcast
 
 
 def euler_maruyama(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float, t_next: float,
                    z: torch.Tensor | None, *, probability_flow: bool = False):
     """x_mean = x + f_rev dt, x = x_mean + g sqrt(|dt|) z with dt = t_next - t < 0 (MATH §5)."""
-    t_vec = _time(t, x)
+    t_vec = as_time(t, x)
     f, g = sde.sde(x, t_vec)
     weight = 0.5 if probability_flow else 1.0
     dt = t_next - t
@@ -39,7 +35,7 @@ def reverse_diffusion(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float, t_
     """
     a, v = coeffs.transition(sde, t, t_next)
     weight = 0.5 if probability_flow else 1.0
-    x_mean = (2.0 - a) * x + (weight * v) * score_fn(x, _time(t, x))
+    x_mean = (2.0 - a) * x + (weight * v) * score_fn(x, as_time(t, x))
     if probability_flow:
         return x_mean, x_mean
     return x_mean + math.sqrt(v) * z, x_mean
@@ -53,7 +49,7 @@ def ancestral_sampling(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float, t
         raise ValueError("predictor='ancestral_sampling' has no probability-flow form; use "
                          "'reverse_diffusion' or 'euler_maruyama' with probability_flow=True, or method 'ddim'")
     a, v = coeffs.transition(sde, t, t_next)
-    x_mean = (x + v * score_fn(x, _time(t, x))) / a
+    x_mean = (x + v * score_fn(x, as_time(t, x))) / a
     if isinstance(sde, VPSDE):
         var = v
     else:

@@ -13,7 +13,9 @@ def batch_broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def as_time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """Return t as a [B] tensor on x's device and dtype (a scalar is repeated over the batch)."""
-    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+    if not isinstance(t, torch.Tensor):  # a Python number: one fill, the samplers' per-step path
+        return torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+    t = t.to(device=x.device, dtype=x.dtype)
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     return t

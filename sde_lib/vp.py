@@ -37,6 +37,12 @@ class _LinearBetaSDE(SDE):
     def prior_std(self) -> float:
         return 1.0
 
+    def discrete_beta(self, i: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """DDPM's beta_i = beta_min/N + i (beta_max - beta_min)/(N (N-1)) for steps i [B], on like's
+        device and dtype (MATH §3; sub-VP uses it for the Langevin step size)."""
+        i = i.to(like.dtype)
+        return self.beta_min / self.N + i * (self.beta_max - self.beta_min) / (self.N * (self.N - 1))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(beta_min={self.beta_min}, beta_max={self.beta_max}, N={self.N})"
 
@@ -70,7 +76,7 @@ class VPSDE(_LinearBetaSDE):
     def discrete_betas(self) -> torch.Tensor:
         """beta_i = beta_min/N + i (beta_max - beta_min)/(N (N-1)), float64 [N] on the CPU (MATH §3)."""
         i = torch.arange(self.N, dtype=torch.float64)
-        return self.beta_min / self.N + i * (self.beta_max - self.beta_min) / (self.N * (self.N - 1))
+        return self.discrete_beta(i, i)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -85,11 +91,6 @@ class VPSDE(_LinearBetaSDE):
             self._tables[key] = torch.stack([abar.sqrt(), (1 - abar).sqrt()]).to(device=like.device, dtype=like.dtype)
         table = self._tables[key][:, i]
         return table[0], table[1]
-
-    def discrete_beta(self, i: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """beta_i for integer steps i [B], on like's device and dtype (closed form, no table)."""
-        i = i.to(like.dtype)
-        return self.beta_min / self.N + i * (self.beta_max - self.beta_min) / (self.N * (self.N - 1))
 
     def discretize(self, x, t):
         """DDPM step x_{i+1} = sqrt(alpha_i) x_i + sqrt(beta_i) z: f_i = (sqrt(alpha_i) - 1) x, G_i = sqrt(beta_i)."""
