@@ -106,13 +106,15 @@ def run_ours(gm, sde, z, budgets, seed, labels) -> dict:
     return out
 
 
-def run_peers(gm, n, seed, budgets, methods) -> dict:
-    """The same, for the baselines, through the peers venv's python."""
+def run_peers(gm, n, seeds, budgets, methods, **extra) -> dict:
+    """{(label, budget, seed): (samples, nfe, wall, inside)} for the baselines, through the peers venv's python.
+
+    `extra`: further fields for run_peers.py (free=1, repeats=k: the overhead benchmark)."""
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(inp, weights=gm.weights.numpy(), means=gm.means.numpy(), covs=gm.covs.numpy(), beta_min=0.1,
-                 beta_max=20.0, eps=EPS, n=n, seeds=np.array([seed]), budgets=np.array(budgets),
-                 methods=np.array(methods))
+                 beta_max=20.0, eps=EPS, n=n, seeds=np.array(list(seeds)), budgets=np.array(budgets),
+                 methods=np.array(methods), **extra)
         subprocess.run([PEERS_PYTHON, "-W", "ignore", str(ROOT / "benchmarks/peers/run_peers.py"), str(inp), str(outp)],
                        check=True)
         d = np.load(outp)
@@ -121,37 +123,47 @@ def run_peers(gm, n, seed, budgets, methods) -> dict:
             if key.endswith("|error"):
                 print(f"  peer failed: {key[:-6]}: {d[key]}", file=sys.stderr)
             if key.endswith("|stats"):
-                name, budget, _, _ = key.split("|")
+                name, budget, seed, _ = key.split("|")
                 calls, wall, inside = d[key].tolist()
                 samples = torch.from_numpy(d[key.replace("|stats", "|samples")])
-                out[(name, int(budget))] = (samples, int(calls), wall, inside)
+                out[(name, int(budget), int(seed))] = (samples, int(calls), wall, inside)
         return out
 
 
-def bench_dim(D: int, seeds, budgets, labels, peers, *, seeds_large: int) -> dict:
+def bench_dim(D: int, seeds, budgets, labels, peers, *, seeds_large: int, chunk: int = 1) -> dict:
     """Per (label, budget): SW per seed, NFE, overhead per call per seed; plus the floors.
 
-    Budgets above 100 run on the first `seeds_large` seeds only (they dominate the cost)."""
+    Budgets above 100 run on the first `seeds_large` seeds only (they dominate the cost). Ours and
+    the peers alternate every `chunk` seeds (one peers process per chunk: its start-up costs seconds)."""
     gm, sde = make_mixture(D), VPSDE()
     n = SAMPLES[D]
     proj = lambda: torch.Generator().manual_seed(1234)  # noqa: E731  same directions for every comparison
     rows, floors = {}, []
-    for seed in seeds:
-        exact = gm.sample(n, torch.Generator().manual_seed(10_000 + seed))
-        floors.append(sliced_wasserstein(gm.sample(n, torch.Generator().manual_seed(20_000 + seed)), exact, generator=proj()))
-        z = torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
-        todo = [b for b in budgets if b <= 100 or seed < seeds_large]
-        got = run_ours(gm, sde, z, todo, seed, labels)
-        if peers:  # interleaved with ours, seed by seed
-            got.update(run_peers(gm, n, seed, todo, peers))
-        for key, (x, nfe, wall, inside) in got.items():
-            r = rows.setdefault(key, {"sw": [], "nfe": [], "over": [], "floor": []})
-            r["floor"].append(floors[-1])
+    seeds = list(seeds)
+    for start in range(0, len(seeds), chunk):
+        part = seeds[start:start + chunk]
+        exact, got = {}, {}
+        for seed in part:
+            exact[seed] = gm.sample(n, torch.Generator().manual_seed(10_000 + seed))
+            floors.append(sliced_wasserstein(gm.sample(n, torch.Generator().manual_seed(20_000 + seed)), exact[seed],
+                                             generator=proj()))
+            z = torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
+            todo = [b for b in budgets if b <= 100 or seed < seeds_large]
+            got.update({(*k, seed): v for k, v in run_ours(gm, sde, z, todo, seed, labels).items()})
+        if peers:
+            large = [b for b in budgets if b > 100]
+            got.update(run_peers(gm, n, part, [b for b in budgets if b <= 100], peers))
+            if large and any(seed < seeds_large for seed in part):
+                got.update(run_peers(gm, n, [s for s in part if s < seeds_large], large, peers))
+        floor_of = dict(zip(seeds, floors))
+        for (label, budget, seed), (x, nfe, wall, inside) in got.items():
+            r = rows.setdefault((label, budget), {"sw": [], "nfe": [], "over": [], "floor": []})
+            r["floor"].append(floor_of[seed])
             finite = bool(torch.isfinite(x).all())
-            r["sw"].append(sliced_wasserstein(x, exact, generator=proj()) if finite else math.inf)
+            r["sw"].append(sliced_wasserstein(x, exact[seed], generator=proj()) if finite else math.inf)
             r["nfe"].append(nfe)
             r["over"].append((wall - inside) / nfe)
-        print(f"  D={D} seed={seed} done, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+        print(f"  D={D} seeds {part[0]}-{part[-1]} done, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     return {"rows": rows, "floor": statistics.mean(floors), "n": n}
 
 
@@ -160,9 +172,20 @@ def ratio(r: dict) -> float:
     return statistics.mean(r["sw"]) / statistics.mean(r["floor"])
 
 
+def ratio_se(r: dict) -> float:
+    """Standard error of ratio(r) over the seeds (delta method on the paired (SW, floor) draws)."""
+    n = len(r["sw"])
+    if n < 2 or not all(math.isfinite(v) for v in r["sw"]):
+        return math.nan
+    q = ratio(r)
+    resid = [(sw - q * fl) / statistics.mean(r["floor"]) for sw, fl in zip(r["sw"], r["floor"])]
+    return statistics.stdev(resid) / math.sqrt(n)
+
+
 def fmt_table(res: dict, budgets) -> str:
     floor = res["floor"]
-    lines = [f"floor (exact vs exact, n = {res['n']}): SW = {floor:.4f}", "",
+    lines = [f"floor (exact vs exact, n = {res['n']}): SW = {floor:.4f}; SW / floor, mean over seeds ± its standard "
+             "error (delta method over the seeds' paired (SW, floor) draws)", "",
              "| method | " + " | ".join(f"NFE {b}" for b in budgets) + " | overhead/call (median, NFE 10 / 100) |",
              "| --- | " + " | ".join("---:" for _ in budgets) + " | ---: |"]
     labels = sorted({k[0] for k in res["rows"]}, key=lambda s: (s.startswith(("diffusers", "k_")), s))
@@ -174,15 +197,39 @@ def fmt_table(res: dict, budgets) -> str:
                 cells.append("—")
                 continue
             nfe = statistics.median(r["nfe"])
-            cells.append(f"{ratio(r):.2f}" + ("" if nfe == b else f" ({nfe:g})"))
+            se = ratio_se(r)
+            cells.append(f"{ratio(r):.2f}" + ("" if math.isnan(se) else f" ±{se:.2f}") + ("" if nfe == b else f" ({nfe:g})"))
             over[b] = statistics.median(r["over"]) * 1e3
         adaptive = res["rows"].get((lab, 0))
         if adaptive is not None:
-            cells = [f"{ratio(adaptive):.2f} at NFE {statistics.median(adaptive['nfe']):g}"] + [""] * (len(budgets) - 1)
+            se = ratio_se(adaptive)
+            cells = [f"{ratio(adaptive):.2f}" + ("" if math.isnan(se) else f" ±{se:.2f}")
+                     + f" at NFE {statistics.median(adaptive['nfe']):g}"] + [""] * (len(budgets) - 1)
             over[0] = statistics.median(adaptive["over"]) * 1e3
         o = " / ".join(f"{over[b]:.3f}" for b in (10, 100) if b in over) or " / ".join(f"{v:.3f}" for v in over.values())
         lines.append(f"| {lab} | " + " | ".join(cells) + f" | {o} ms |")
     return "\n".join(lines)
+
+
+FLOW = "ode dopri5 rtol=1e-05"   # the exact probability flow of the same x_T (tolerance far below the rest)
+
+
+def paired_to_flow(res: dict, key) -> tuple[float, float] | None:
+    """1 + mean(SW - SW of the exact flow of the same x_T) / mean floor, and its standard error.
+
+    A deterministic sampler shares x_T, hence the component-weight fluctuation that dominates SW,
+    with the exact flow; the paired difference removes most of that noise. It estimates SW / floor
+    on the assumption E[SW(exact flow)] = E[floor] (the flow maps the prior onto p_eps, whose
+    distance to p_0 at eps = 1e-3 is far below the floor); the raw ratio does not assume it.
+    """
+    r, f = res["rows"].get(key), res["rows"].get((FLOW, 0))
+    if r is None or f is None or len(r["sw"]) != len(f["sw"]) or len(r["sw"]) < 2:
+        return None
+    floor = statistics.mean(f["floor"])
+    diff = [(a - b) / floor for a, b in zip(r["sw"], f["sw"])]
+    if not all(math.isfinite(d) for d in diff):
+        return None
+    return 1.0 + statistics.mean(diff), statistics.stdev(diff) / math.sqrt(len(diff))
 
 
 def is_peer(label: str) -> bool:
@@ -190,10 +237,10 @@ def is_peer(label: str) -> bool:
 
 
 def best(res: dict, budget: int, peer: bool):
-    """(SW / floor, label) of the best method of one side with NFE <= budget."""
-    cand = [(ratio(r), lab) for (lab, b), r in res["rows"].items()
+    """(SW / floor, label, standard error) of the best method of one side with NFE <= budget."""
+    cand = [(ratio(r), lab, ratio_se(r)) for (lab, b), r in res["rows"].items()
             if is_peer(lab) == peer and (b == budget or (not b and max(r["nfe"]) <= budget))]
-    return min(cand) if cand else (math.inf, "none")
+    return min(cand) if cand else (math.inf, "none", math.nan)
 
 
 def targets(res: dict) -> list[str]:
@@ -201,12 +248,18 @@ def targets(res: dict) -> list[str]:
     floor, out = 1.0, []
     ours10, peer10 = best(res, 10, False), best(res, 10, True)
     limit = max(0.5 * peer10[0], 1.1 * floor)
-    out.append(f"NFE<=10: ours {ours10[0]:.3f} x floor ({ours10[1]}) vs best baseline {peer10[0]:.3f} x floor ({peer10[1]}); "
+    out.append(f"NFE<=10: ours {ours10[0]:.3f} +- {ours10[2]:.3f} x floor ({ours10[1]}) vs best baseline "
+               f"{peer10[0]:.3f} +- {peer10[2]:.3f} x floor ({peer10[1]}); "
                f"ours/baseline {ours10[0] / peer10[0]:.2f}; limit max(0.5 x baseline, 1.1 x floor) = {limit:.3f}: "
                f"{'MET' if ours10[0] <= limit else 'NOT MET'}")
+    for budget, (q, lab, _) in ((10, ours10), (10, peer10)):
+        paired = paired_to_flow(res, (lab, budget))
+        if paired is not None:
+            out.append(f"NFE<=10, paired with the exact flow: {lab} {paired[0]:.3f} +- {paired[1]:.3f} x floor")
     ours20 = best(res, 20, False)
     peer20 = best(res, 20, True)
-    out.append(f"NFE<=20: ours {ours20[0]:.3f} x floor ({ours20[1]}); best baseline {peer20[0]:.3f} x floor ({peer20[1]}); limit 1.10: "
+    out.append(f"NFE<=20: ours {ours20[0]:.3f} +- {ours20[2]:.3f} x floor ({ours20[1]}); best baseline "
+               f"{peer20[0]:.3f} +- {peer20[2]:.3f} x floor ({peer20[1]}); limit 1.10: "
                f"{'MET' if ours20[0] <= 1.1 * floor else 'NOT MET'}")
     for b in (10, 100):
         peer_over = [(statistics.median(r["over"]), lab) for (lab, bb), r in res["rows"].items() if bb == b and is_peer(lab)]
@@ -231,13 +284,15 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
     p.add_argument("--methods", nargs="+", default=list(OURS) + list(OURS_ADAPTIVE), help="our labels")
     p.add_argument("--peers", nargs="*", default=PEERS, help="baseline names (none: skip the peers venv)")
+    p.add_argument("--chunk", type=int, default=1, help="seeds per ours / peers alternation (one peers process each)")
     p.add_argument("--json", help="also write raw numbers here")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"load average at start: {os.getloadavg()}; torch threads 1; VP SDE, eps = {EPS}")
     raw = {}
     for D in args.dims:
-        res = bench_dim(D, range(args.seeds), args.budgets, args.methods, args.peers, seeds_large=args.seeds_large)
+        res = bench_dim(D, range(args.seeds), args.budgets, args.methods, args.peers, seeds_large=args.seeds_large,
+                        chunk=args.chunk)
         print(f"\n### {D}-D mixture (SW / floor; mean of {args.seeds} seeds, {args.seeds_large} above NFE 100; "
               "actual NFE in brackets if below the budget)\n")
         print(fmt_table(res, args.budgets))

@@ -26,16 +26,22 @@ def transition(sde: SDE, t: float, t_next: float) -> tuple[float, float]:
     return a, max(sigma_t ** 2 - (a * sigma_n) ** 2, 0.0)
 
 
-def drift_coeffs(sde: SDE, t: float) -> tuple[float, float]:
-    """f(x, t) = f_coef x and g(t)^2 as floats (every SDE here has a drift linear in x)."""
-    one = torch.ones(1, 1, dtype=torch.float64)
-    f, g = sde.sde(one, torch.tensor([t], dtype=torch.float64))
-    return float(f[0, 0]), float(g[0]) ** 2
-
-
 def langevin_a(sde: SDE, t: float) -> float:
     """The Langevin step-size factor a of MATH §5: 1 - beta_i for VP / sub-VP, 1 for VE."""
     if not hasattr(sde, "beta_min"):
         return 1.0
     t64 = torch.tensor([t], dtype=torch.float64)
     return 1.0 - float(sde.discrete_beta(sde.discrete_index(t64), t64))
+
+
+def drift_coeffs_grid(sde: SDE, ts: list[float]) -> tuple[list[float], list[float]]:
+    """f(x, t) = f_coef x and g(t)^2 at every grid time (every SDE here has a drift linear in x), in one float64 call."""
+    t = torch.tensor(ts, dtype=torch.float64)
+    f, g = sde.sde(torch.ones(len(ts), 1, dtype=torch.float64), t)
+    return f[:, 0].tolist(), (g * g).tolist()
+
+
+def time_rows(ts: list[float], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One [B] time vector per grid time, on x's device and dtype, from a single host->device copy."""
+    rows = torch.tensor(ts, dtype=x.dtype)[:, None].expand(len(ts), x.shape[0])
+    return rows.to(x.device).contiguous().unbind(0)

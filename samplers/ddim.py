@@ -10,7 +10,9 @@ import math
 
 import torch
 
+from samplers.coeffs import time_rows
 from samplers.grids import discrete_steps, previous_steps
+from samplers.plan_cache import memo, memo_tensor
 from samplers.noise import Noise
 from sde_lib import SDE, VPSDE
 from sde_lib.utils import ScoreFn, as_time
@@ -38,20 +40,35 @@ def step_alpha_sigma(sde: SDE, steps: list[int]) -> list[tuple[float, float, flo
     return out
 
 
-def ddim_step(score_fn: ScoreFn, x: torch.Tensor, cur: tuple, nxt: tuple, *, eta: float,
-              z: torch.Tensor | None) -> torch.Tensor:
-    """x_t -> x_t': x0 = (x - sigma eps)/alpha, x' = alpha' x0 + sqrt(sigma'^2 - v) eps + sqrt(v) z (MATH §5).
+def ddim_coefficients(cur: tuple, nxt: tuple, eta: float) -> tuple[float, float, float]:
+    """(a, b, sqrt(v)) of the DDIM update x' = a x + b s(x, t) + sqrt(v) z, as float64 host scalars (MATH §5).
 
+    From x0 = (x - sigma eps)/alpha, eps = -sigma s and x' = alpha' x0 + sqrt(sigma'^2 - v) eps +
+    sqrt(v) z: a = alpha'/alpha, b = alpha' sigma^2/alpha - sigma sqrt(sigma'^2 - v), with
     v = eta^2 (sigma'^2/sigma^2)(sigma^2 - (alpha/alpha')^2 sigma'^2), which for VP is
     eta^2 (1-abar')/(1-abar) (1 - abar/abar').
     """
-    t, alpha, sigma = cur
+    _, alpha, sigma = cur
     _, alpha_n, sigma_n = nxt
-    eps_hat = score_fn(x, as_time(t, x)) * (-sigma)
-    x0 = (x - sigma * eps_hat) / alpha
     v = eta ** 2 * (sigma_n / sigma) ** 2 * max(sigma ** 2 - (alpha / alpha_n * sigma_n) ** 2, 0.0)
-    x_next = alpha_n * x0 + math.sqrt(max(sigma_n ** 2 - v, 0.0)) * eps_hat
-    return x_next + math.sqrt(v) * z if z is not None else x_next
+    k = math.sqrt(max(sigma_n ** 2 - v, 0.0))
+    return alpha_n / alpha, alpha_n * sigma ** 2 / alpha - sigma * k, math.sqrt(v)
+
+
+def ddim_step(score_fn: ScoreFn, x: torch.Tensor, cur: tuple, nxt: tuple, *, eta: float,
+              z: torch.Tensor | None, t: torch.Tensor | None = None) -> torch.Tensor:
+    """x_t [B, *D] -> x_t' [B, *D]: one DDIM step (`ddim_coefficients`); t: cur's [B] time, if already built."""
+    a, b, noise_std = ddim_coefficients(cur, nxt, eta)
+    s = score_fn(x, as_time(cur[0], x) if t is None else t)
+    x_next = torch.mul(x, a).add_(s, alpha=b)
+    return x_next.add_(z, alpha=noise_std) if z is not None else x_next
+
+
+def _schedule(sde: SDE, steps: int, spacing: str) -> tuple[list, list]:
+    """(t, alpha, sigma) of every step's start and end point (host floats; memoised per setting)."""
+    seq = discrete_steps(sde.N, steps, spacing)
+    prev = previous_steps(seq, sde.N, spacing, diffusers_ddim=True)
+    return step_alpha_sigma(sde, seq), step_alpha_sigma(sde, prev)
 
 
 def ddim_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
@@ -63,10 +80,11 @@ def ddim_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | N
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta!r}")
-    seq = discrete_steps(sde.N, 50 if steps is None else steps, spacing)
-    prev = previous_steps(seq, sde.N, spacing, diffusers_ddim=True)
-    cur, nxt = step_alpha_sigma(sde, seq), step_alpha_sigma(sde, prev)
-    for c, n in zip(cur, nxt):
+    n = 50 if steps is None else steps
+    cur, nxt = memo(sde, ("ddim", n, spacing), lambda: _schedule(sde, n, spacing))
+    times = memo_tensor(sde, ("ddim", n, spacing, x.device, x.dtype, x.shape[0]),
+                        lambda: time_rows([c[0] for c in cur], x), n * x.shape[0])
+    for c, n, t in zip(cur, nxt, times):
         # diffusers draws noise only when eta > 0; keeping that order keeps generator streams aligned.
-        x = ddim_step(score_fn, x, c, n, eta=eta, z=noise.like(x) if eta > 0 else None)
+        x = ddim_step(score_fn, x, c, n, eta=eta, z=noise.like(x) if eta > 0 else None, t=t)
     return x

@@ -30,6 +30,8 @@ import math
 import torch
 
 from samplers import coeffs
+from samplers.coeffs import time_rows
+from samplers.plan_cache import memo, memo_tensor
 from samplers.grids import karras_sigmas, log_snr_t, t_from_scaled_sigma, uniform_t
 from samplers.noise import Noise
 from samplers.validate import check_eps, choose
@@ -47,33 +49,30 @@ def _phi_integrals(h: float, n: int) -> list[float]:
     return out
 
 
-def _poly_mul(p: list[float], q: list[float]) -> list[float]:
-    """Coefficients (increasing powers) of the product of two polynomials."""
-    out = [0.0] * (len(p) + len(q) - 1)
-    for i, a in enumerate(p):
-        for j, b in enumerate(q):
-            out[i + j] += a * b
-    return out
-
-
 def multistep_weights(lams: list[float], lam_next: float, *, lam_from: float | None = None) -> list[float]:
     """Weights w_r of the data predictions at lams (newest first) in the integral of a step
     from lam_from (default lams[0]) to lam_next.
 
-    The polynomial through the nodes u_r = lams[r] - lam_from is sum_r m_r L_r(u) (Lagrange basis
-    L_r = sum_j c_rj u^j), so the integral is sum_r (sum_j I_j c_rj) m_r. Pure Python floats:
-    at most three nodes, computed once per run.
+    The polynomial through the nodes u_r = lams[r] - lam_from is sum_r m_r L_r(u), with Lagrange
+    basis L_r(u) = prod_{q != r} (u - u_q) / (u_r - u_q) = sum_j c_rj u^j, so the integral is
+    sum_r (sum_j I_j c_rj) m_r. Pure Python floats (at most three nodes), computed once per run.
     """
     lam_from = lams[0] if lam_from is None else lam_from
     u = [lam - lam_from for lam in lams]
     I = _phi_integrals(lam_next - lam_from, len(u))
+    if len(u) > 3:
+        raise ValueError(f"at most three nodes (order <= 3), got {len(u)}")
     weights = []
     for r, ur in enumerate(u):
-        basis = [1.0]
-        for q, uq in enumerate(u):
-            if q != r:
-                basis = _poly_mul(basis, [-uq / (ur - uq), 1.0 / (ur - uq)])
-        weights.append(sum(i * c for i, c in zip(I, basis)))
+        # prod over the other nodes of (v - u_q) = v^2 - (u_p + u_q) v + u_p u_q (or v - u_q, or 1).
+        others = u[:r] + u[r + 1:]
+        if not others:
+            weights.append(I[0])
+        elif len(others) == 1:
+            weights.append((I[1] - others[0] * I[0]) / (ur - others[0]))
+        else:
+            p, q = others
+            weights.append((I[2] - (p + q) * I[1] + p * q * I[0]) / ((ur - p) * (ur - q)))
     return weights
 
 
@@ -123,12 +122,18 @@ def step_plan(a_s: list[tuple[float, float]], *, order: int, lower_order_final: 
     return plan
 
 
-def _combine(x: torch.Tensor, ratio: float, weights: list[float], history: list[torch.Tensor]) -> torch.Tensor:
-    """ratio * x + sum_r weights[r] * history[r]: one new tensor, the rest in place."""
-    out = torch.mul(x, ratio)
-    for w, m in zip(weights, history):
-        out.add_(m, alpha=w)
-    return out
+def _weight_rows(plan: list[dict], key: str, slots: int, like: torch.Tensor) -> torch.Tensor:
+    """[n, slots] weights of the unscaled data predictions m'_j = alpha_j m_j in the ring buffer, per step.
+
+    Row k holds plan[k][key]'s weights (newest node first: node r is point k - r) at slot
+    (k - r) % slots, divided by alpha_{k-r}; zero rows where the plan has no such update.
+    """
+    rows = [[0.0] * slots for _ in plan]   # built in Python: one host->device copy at the end
+    for k, step in enumerate(plan):
+        if step[key] is not None:
+            for r, w in enumerate(step[key][1]):
+                rows[k][(k - r) % slots] = w * plan[k - r]["inv_alpha"]
+    return torch.tensor(rows, dtype=like.dtype).to(like.device)
 
 
 def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
@@ -154,26 +159,51 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: i
     n_points = steps if denoise else steps + 1
     if n_points < 2:
         return _single_denoise(score_fn, sde, x, sde.T, step_to=None if denoise else eps)
+    key = ("dpm_solver", n_points, grid, eps, power, order, bool(lower_order_final), bool(corrector))
+    ts, plan = memo(sde, key, lambda: _schedule(sde, n_points, grid, eps, power, order,
+                                                bool(lower_order_final), bool(corrector)))
+    on = (x.device, x.dtype)
+    weights = memo(sde, key + on, lambda: tuple(_weight_rows(plan, k, order, x).unbind(0) for k in ("pred", "corr")))
+    times = memo_tensor(sde, key + on + (x.shape[0], steps), lambda: time_rows(ts[:steps], x), steps * x.shape[0])
+    return _run_multistep(score_fn, x, times, plan, weights, order)
+
+
+def _schedule(sde: SDE, n_points: int, grid: str, eps: float, power: float, order: int,
+              lower_order_final: bool, corrector: bool) -> tuple[list[float], list[dict]]:
+    """The grid times (T to eps) and the step plan for them (host floats; memoised per setting)."""
     ts = solver_grid(sde, n_points - 1, grid=grid, t_max=sde.T, t_min=eps, power=power)
     alphas, sigmas = sde.alpha_sigma(torch.tensor(ts, dtype=torch.float64))  # one call for the grid
     plan = step_plan(list(zip(alphas.tolist(), sigmas.tolist())), order=order,
-                     lower_order_final=lower_order_final, corrector=bool(corrector))
-    # All per-step times in one host->device copy; rows are contiguous [B] time vectors.
-    times = torch.tensor(ts[:steps], dtype=x.dtype)[:, None].repeat(1, x.shape[0]).to(x.device).unbind(0)
-    history: list[torch.Tensor] = []  # data predictions, newest first
-    x_prev = x
-    for k in range(steps):
+                     lower_order_final=lower_order_final, corrector=corrector)
+    return ts, plan
+
+
+def _run_multistep(score_fn: ScoreFn, x: torch.Tensor, times, plan: list[dict], weights, order: int) -> torch.Tensor:
+    """The plan's steps from x [B, *D]: per point one score call, one fused write and one or two addmv.
+
+    The last `order` unscaled data predictions m' = x + sigma^2 s (m = m'/alpha) live in the rows
+    of one [order, N] ring buffer H, so every update x' = ratio x + sum_r w_r m_r is a single
+    addmv(x, H^T, w, beta=ratio), with the step's weights w (divided by the nodes' alphas)
+    precomputed on the device: a step does no host work beyond indexing.
+    """
+    shape = x.shape
+    pred, corr = weights
+    H = torch.zeros(order, x.numel(), dtype=x.dtype, device=x.device)  # zeros: 0 * (unset NaN) is NaN
+    rows, H_T = H.view(order, *shape).unbind(0), H.T
+    x_flat = x.reshape(-1)
+    x_base = x_flat   # the point the current step was taken from (the corrector's base)
+    for k, t in enumerate(times):
         step = plan[k]
-        m = torch.add(x, score_fn(x, times[k]), alpha=step["s2"]).mul_(step["inv_alpha"])
-        history = [m] + history[:order - 1]
+        s = score_fn(x, t)
+        m = torch.add(x, s, alpha=step["s2"], out=rows[k % order])
         if step["corr"] is not None:
-            x_corr = _combine(x_prev, *step["corr"], history)
-            if step["pred"] is None:  # last point: the x0 estimate moved by the correction
-                return m.add_(x_corr.sub_(x), alpha=step["inv_alpha"])
-            x = x_corr
+            x_flat = torch.addmv(x_base, H_T, corr[k], beta=step["corr"][0])
+            if step["pred"] is None:  # last point: x0 + (x_corr - x)/alpha = (x_corr + sigma^2 s)/alpha
+                return x_flat.view(shape).add_(s, alpha=step["s2"]).mul_(step["inv_alpha"])
         if step["pred"] is None:
-            return m
-        x_prev, x = x, _combine(x, *step["pred"], history)
+            return torch.mul(m, step["inv_alpha"])
+        x_base, x_flat = x_flat, torch.addmv(x_flat, H_T, pred[k], beta=step["pred"][0])
+        x = x_flat.view(shape)
     return x
 
 

@@ -20,6 +20,10 @@ evaluate the very same function), expressed in the peer's own model interface:
 
 The time inside the model wrapper (conversion included, to the peers' benefit) is summed per
 run; OUT.npz gets, per "method|budget|seed": samples [n, D], nfe, wall and inside seconds.
+
+With `free=1` in IN.npz (benchmarks/bench_sampler_overhead.py) the models are replaced by a
+one-kernel stand-in (eps = 0.1 x, D(x) = 0.5 x): the samples mean nothing, and the wall time
+outside the model is the sampler's own cost per call.
 """
 import importlib.util
 import math
@@ -100,7 +104,15 @@ DIFFUSERS = {  # name -> (scheduler class name, kwargs, nfe(steps))
 }
 
 
-def run_diffusers(name, gm, sde, z, budget):
+def free_eps_model(x, timestep):
+    return x * 0.1
+
+
+def free_denoiser(x_tilde, sigma_tilde):
+    return x_tilde * 0.5
+
+
+def run_diffusers(name, gm, sde, z, budget, free=False):
     import diffusers
 
     cls, kw, cost = DIFFUSERS[name]
@@ -110,7 +122,7 @@ def run_diffusers(name, gm, sde, z, budget):
     sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
                                     beta_schedule="linear", prediction_type="epsilon", **kw)
     abar = sched.alphas_cumprod.double().numpy()
-    model = Timed(diffusers_eps_model(gm, sde, np.sqrt((1 - abar) / abar)))
+    model = Timed(free_eps_model if free else diffusers_eps_model(gm, sde, np.sqrt((1 - abar) / abar)))
     start = time.perf_counter()
     sched.set_timesteps(steps)
     x = z * sched.init_noise_sigma
@@ -141,9 +153,9 @@ K_FIXED = {  # name -> (function name, nfe(steps))
 K_ADAPTIVE_RTOL = {"k_dpm_adaptive_r0.05": 0.05, "k_dpm_adaptive_r0.01": 0.01, "k_dpm_adaptive_r0.001": 0.001}
 
 
-def run_k(name, ks, gm, sde, z, budget, seed):
+def run_k(name, ks, gm, sde, z, budget, seed, free=False):
     lo, hi = _k_range(sde)
-    model = Timed(k_denoiser(gm, sde))
+    model = Timed(free_denoiser if free else k_denoiser(gm, sde))
     alpha_T = math.exp(float(sde.log_alpha(torch.tensor(sde.T, dtype=torch.float64))))
     torch.manual_seed(seed)  # the SDE samplers' noise
     start = time.perf_counter()
@@ -175,6 +187,12 @@ def max_steps(cost, budget: int):
     return steps
 
 
+def _median_run(runs) -> tuple[float, float]:
+    """(wall, inside) of the run with the median time outside the model."""
+    wall, model = sorted(((w, m) for _, m, w in runs), key=lambda r: r[0] - r[1].inside)[len(runs) // 2]
+    return wall, model.inside
+
+
 def main(inp: str, out: str) -> None:
     torch.set_num_threads(1)
     d = np.load(inp, allow_pickle=False)
@@ -182,6 +200,8 @@ def main(inp: str, out: str) -> None:
     sde = VPSDE(beta_min=float(d["beta_min"]), beta_max=float(d["beta_max"]))
     sde.eps_bench = float(d["eps"])
     n, D = int(d["n"]), gm.D
+    free = bool(d["free"]) if "free" in d.files else False
+    repeats = int(d["repeats"]) if "repeats" in d.files else 1
     ks = load_k_sampling()
     results = {}
     for seed in d["seeds"].tolist():
@@ -191,19 +211,24 @@ def main(inp: str, out: str) -> None:
             for budget in budgets:
                 key = f"{name}|{budget}|{seed}"
                 try:
-                    with torch.no_grad():
-                        if name.startswith("diffusers"):
-                            got = run_diffusers(name, gm, sde, z, int(budget))
-                        else:
-                            got = run_k(name, ks, gm, sde, z, int(budget), int(seed))
+                    runs = []
+                    for _ in range(repeats):  # repeats > 1: the overhead benchmark takes the median
+                        with torch.no_grad():
+                            if name.startswith("diffusers"):
+                                got = run_diffusers(name, gm, sde, z, int(budget), free)
+                            else:
+                                got = run_k(name, ks, gm, sde, z, int(budget), int(seed), free)
+                        if got is None:
+                            break
+                        runs.append(got)
                 except Exception as e:  # a peer that fails at some budget is reported, not fatal
                     results[key + "|error"] = np.array(f"{type(e).__name__}: {e}"[:300])
                     continue
-                if got is None:
+                if not runs:
                     continue
-                x, model, wall = got
+                x, model, _ = runs[-1]
                 results[key + "|samples"] = x.to(torch.float32).numpy()
-                results[key + "|stats"] = np.array([model.calls, wall, model.inside])
+                results[key + "|stats"] = np.array([model.calls, *_median_run(runs)])
     np.savez(out, **results)
 
 
