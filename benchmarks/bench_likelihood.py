@@ -4,9 +4,12 @@ method (benchmarks/baseline_likelihood.py) on the same data, score function and 
 (a) the exact score of a Gaussian mixture at D = 64 (cheap score: solver overhead matters);
 (b) the small U-Net (random init) at D = 784 = 28x28x1 (network cost dominates). VP, float32 data.
 
-Baseline and ours run interleaved (order alternating) `--repeats` times per tolerance; the table
-gives median wall times and the speed-up as the ratio of the medians (and the range of the
-per-repeat ratios). NFE: batched score evaluations; for ours also the mean number of evaluations
+Baseline (at `--tols`) and ours (at `--ours-tols`) run interleaved, the order reversing on every
+other of `--repeats` rounds; the table gives median wall times, and where both ran at the same
+tolerance the speed-up as the ratio of the medians (and the range of the per-repeat ratios). A
+second table compares at equal or smaller solver error instead of equal tolerance (the two
+solvers read a tolerance differently): each baseline run against the fastest of ours that is at
+least as accurate. NFE: batched score evaluations; for ours also the mean number of evaluations
 per sample (finished samples leave the batch, so the cost follows that mean). Errors in nats per
 dimension, mean |logp - truth| / D over the samples:
   solver err -- against a tight solve with the *same* Hutchinson probe (same integrand): (a) scipy
@@ -19,6 +22,7 @@ dimension, mean |logp - truth| / D over the samples:
     python benchmarks/bench_likelihood.py --cases b --batch-b 16 --tols-b 1e-4
 """
 import argparse
+import itertools
 import math
 import os
 import statistics
@@ -69,47 +73,83 @@ def _ours(score_fn, sde, x, tol, **kw):
     return log_likelihood(score_fn, sde, x, rtol=tol, atol=tol, generator=torch.Generator().manual_seed(SEED), **kw)
 
 
-def _interleaved(score_fn, sde, x, tol, repeats):
-    """Baseline and ours (1 probe, the same one) alternately, `repeats` times: results and wall times."""
+def _interleaved(score_fn, sde, x, base_tols, ours_tols, repeats):
+    """Baseline and ours (1 probe, the same one) at their tolerances, alternately, `repeats` times.
+
+    Returns {(who, tol): (last result, [wall times])}; jobs alternate baseline / ours, and the
+    order reverses on every other repeat so that load drifts hit both sides alike.
+    """
     probe = _probe(x)[0]
-    base_t, ours_t, base, ours = [], [], None, None
+    run = {"base": lambda tol: baseline_log_likelihood(score_fn, sde, x, probe, rtol=tol, atol=tol),
+           "ours": lambda tol: _ours(score_fn, sde, x, tol)}
+    jobs = [job for pair in itertools.zip_longest([("base", t) for t in base_tols], [("ours", t) for t in ours_tols])
+            for job in pair if job is not None]
+    got = {}
     for r in range(repeats):
-        order = ("base", "ours") if r % 2 == 0 else ("ours", "base")
-        for who in order:
-            if who == "base":
-                base, t = _timed(lambda: baseline_log_likelihood(score_fn, sde, x, probe, rtol=tol, atol=tol))
-                base_t.append(t)
-            else:
-                ours, t = _timed(lambda: _ours(score_fn, sde, x, tol))
-                ours_t.append(t)
-        print(f"  tol {tol:.0e} repeat {r + 1}/{repeats}: baseline {base_t[-1]:.2f} s, ours {ours_t[-1]:.2f} s "
-              f"({_load()})", file=sys.stderr, flush=True)
-    return base, ours, base_t, ours_t
+        for who, tol in (jobs if r % 2 == 0 else jobs[::-1]):
+            res, t = _timed(lambda: run[who](tol))
+            got.setdefault((who, tol), [None, []])
+            got[(who, tol)][0] = res
+            got[(who, tol)][1].append(t)
+            print(f"  repeat {r + 1}/{repeats}: {who} tol {tol:.0e} {t:.2f} s ({_load()})", file=sys.stderr, flush=True)
+    return got
 
 
-def _rows_for_tol(score_fn, sde, x, tol, refs, *, repeats, extra, n_ref=None):
-    """Rows (method, tol, time, NFE, mean NFE/sample, solver err, total err, speed-up) at one tolerance."""
+def _rows(score_fn, sde, x, base_tols, ours_tols, refs, *, repeats, extra, n_ref=None):
+    """Rows (method, tol, time, NFE, mean NFE/sample, solver err, total err, speed-up at equal tol)."""
     same_probe, exact = refs
     D = x[0].numel()
-    base, ours, base_t, ours_t = _interleaved(score_fn, sde, x, tol, repeats)
-    tb, to = statistics.median(base_t), statistics.median(ours_t)
-    ratios = [b / o for b, o in zip(base_t, ours_t)]
-    total = lambda lp: None if exact is None else _err(lp, exact, D)
-    rows = [("baseline RK45 (t, scipy, f64), 1 probe", tol, tb, base.nfe, None,
-             _err(base.logp, same_probe, D, n_ref), total(base.logp), "1.0x"),
-            ("ours dopri5 (sqrt t), 1 probe", tol, to, ours.nfe, ours.sample_nfe.double().mean().item(),
-             _err(ours.logp_probes[:, 0], same_probe, D, n_ref), total(ours.logp),
-             f"{tb / to:.1f}x ({min(ratios):.1f}-{max(ratios):.1f})")]
-    for name, kw in extra:      # single runs, for the accuracy side (no target on their speed)
-        res, t = _timed(lambda: _ours(score_fn, sde, x, tol, **kw))
-        solver = None if kw.get("divergence") == "exact" else _err(res.logp_probes[:, 0], same_probe, D, n_ref)
-        rows.append((name, tol, t, res.nfe, res.sample_nfe.double().mean().item(), solver, total(res.logp),
-                     f"{tb / t:.1f}x"))
+    got = _interleaved(score_fn, sde, x, base_tols, ours_tols, repeats)
+    total = lambda lp: None if exact is None else _err(lp, exact, D)  # noqa: E731
+    rows = []
+    for (who, tol), (res, times) in sorted(got.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        t = statistics.median(times)
+        if who == "base":
+            rows.append(("baseline RK45 (t, scipy, f64), 1 probe", tol, t, res.nfe, None,
+                         _err(res.logp, same_probe, D, n_ref), total(res.logp), "1.0x"))
+            continue
+        base = got.get(("base", tol))
+        speed = "—"
+        if base is not None:
+            ratios = [b / o for b, o in zip(base[1], times)]
+            speed = f"{statistics.median(base[1]) / t:.1f}x ({min(ratios):.1f}-{max(ratios):.1f})"
+        rows.append(("ours dopri5 (sqrt t), 1 probe", tol, t, res.nfe, res.sample_nfe.double().mean().item(),
+                     _err(res.logp_probes[:, 0], same_probe, D, n_ref), total(res.logp), speed))
+    for tol in sorted(set(base_tols) & set(ours_tols), reverse=True):
+        tb = statistics.median(got[("base", tol)][1])
+        for name, kw in extra:      # single runs, for the accuracy side (no target on their speed)
+            res, t = _timed(lambda: _ours(score_fn, sde, x, tol, **kw))
+            solver = None if kw.get("divergence") == "exact" else _err(res.logp_probes[:, 0], same_probe, D, n_ref)
+            rows.append((name, tol, t, res.nfe, res.sample_nfe.double().mean().item(), solver, total(res.logp),
+                         f"{tb / t:.1f}x"))
     return rows
+
+
+def _matched(rows) -> list[str]:
+    """For each baseline tolerance: the fastest run of ours whose solver error is not larger."""
+    base = [r for r in rows if r[0].startswith("baseline")]
+    ours = [r for r in rows if r[0].startswith("ours dopri5 (sqrt t)")]
+    out = ["| baseline tol | baseline time (s) | baseline solver err | ours tol | ours time (s) | ours solver err "
+           "| speed-up at equal or smaller error |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for b in base:
+        ok = [o for o in ours if o[5] <= b[5]]
+        if not ok:
+            out.append(f"| {b[1]:.0e} | {b[2]:.2f} | {b[5]:.1e} | none as accurate | | | |")
+            continue
+        o = min(ok, key=lambda r: r[2])
+        out.append(f"| {b[1]:.0e} | {b[2]:.2f} | {b[5]:.1e} | {o[1]:.0e} | {o[2]:.2f} | {o[5]:.1e} | **{b[2] / o[2]:.1f}x** |")
+    return out
 
 
 def _print(title, rows):
     print(f"\n{title}")
+    _print_rows(rows)
+    print("\nAt equal or smaller solver error (work-precision: each baseline run against the fastest of ours "
+          "that is at least as accurate):\n")
+    print("\n".join(_matched(rows)), flush=True)
+
+
+def _print_rows(rows):
     print("| method | tol | time (s) | NFE (batched) | NFE per sample | solver err | total err | speed-up |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     fmt = lambda v: "—" if v is None else f"{v:.1e}"
@@ -118,7 +158,7 @@ def _print(title, rows):
         print(f"| {name} | {tol:.0e} | {t:.2f} | {nfe} | {per_s} | {fmt(se)} | {fmt(te)} | {sp} |", flush=True)
 
 
-def case_a(batch: int, tols, repeats: int):
+def case_a(batch: int, tols, ours_tols, repeats: int):
     """Gaussian-mixture oracle at D = 64."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "likelihood"))
     from reference import reference_logp
@@ -131,14 +171,12 @@ def case_a(batch: int, tols, repeats: int):
         score_fn, sde, x.double(), _probe(x)[0].double(), rtol=1e-10, atol=1e-10, method="DOP853").logp)
     extra = [("ours dopri5, exact divergence", dict(divergence="exact")),
              ("ours dopri5, 8 probes", dict(n_probes=8))]
-    rows = []
-    for tol in tols:
-        rows += _rows_for_tol(score_fn, sde, x, tol, (same_probe, exact_ref), repeats=repeats, extra=extra)
+    rows = _rows(score_fn, sde, x, tols, ours_tols, (same_probe, exact_ref), repeats=repeats, extra=extra)
     _print(f"(a) Gaussian-mixture oracle, D = {D}, batch {batch}, VP, {repeats} interleaved repeats "
            f"(references: exact density {t_ref:.0f} s, same-probe DOP853 {t_same:.0f} s)", rows)
 
 
-def case_b(batch: int, tols, *, tight: float, repeats: int, n_ref: int):
+def case_b(batch: int, tols, ours_tols, *, tight: float, repeats: int, n_ref: int):
     """Small U-Net (random init) at D = 784."""
     from models import get_score_fn
     from models.unet import SmallUNet
@@ -155,11 +193,8 @@ def case_b(batch: int, tols, *, tight: float, repeats: int, n_ref: int):
     # Same probe as the batch's first n_ref samples: probes are drawn for the whole batch, then cut.
     probe = _probe(x)[:, :n_ref].double()
     ref, t_ref = _timed(lambda: _same_probe_ours(score64, sde, x[:n_ref].double(), probe, tight))
-    rows = []
-    for tol in tols:
-        rows += _rows_for_tol(score_fn, sde, x, tol, (ref.logp, None), repeats=repeats,
-                              extra=[("ours dopri5, 4 probes", dict(n_probes=4))] if batch <= 64 else [],
-                              n_ref=n_ref)
+    rows = _rows(score_fn, sde, x, tols, ours_tols, (ref.logp, None), repeats=repeats,
+                 extra=[("ours dopri5, 4 probes", dict(n_probes=4))] if batch <= 64 else [], n_ref=n_ref)
     _print(f"(b) SmallUNet (random init), D = 784, batch {batch}, VP, {repeats} interleaved repeat(s); "
            f"solver err on the first {n_ref} samples against ours in float64 at tol {tight:.0e} "
            f"({ref.nfe} NFE, {t_ref:.0f} s)", rows)
@@ -181,9 +216,11 @@ def main():
     p.add_argument("--cases", default="a,b")
     p.add_argument("--batch-a", type=int, default=256)
     p.add_argument("--batch-b", type=int, default=256)
-    p.add_argument("--tols", default="1e-3,1e-4,1e-5", help="tolerances of case (a)")
+    p.add_argument("--tols", default="1e-3,1e-4,1e-5", help="baseline tolerances of case (a)")
+    p.add_argument("--ours-tols", default="1e-2,3e-3,1e-3,3e-4,1e-4,3e-5,1e-5", help="our tolerances, case (a)")
     p.add_argument("--tols-b", default="1e-3,1e-4",
-                   help="tolerances of case (b) (one U-Net solve at batch 256: minutes)")
+                   help="baseline tolerances of case (b) (one U-Net solve at batch 256: minutes)")
+    p.add_argument("--ours-tols-b", default="1e-2,3e-3,1e-3,1e-4", help="our tolerances, case (b)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per tolerance, case (a)")
     p.add_argument("--repeats-b", type=int, default=1)
     p.add_argument("--tight", type=float, default=1e-7, help="tolerance of the (b) reference solve")
@@ -194,9 +231,10 @@ def main():
     parse = lambda s: [float(v) for v in s.split(",")]
     print(f"torch {torch.__version__}, {args.threads} thread(s), {_load()} at start")
     if "a" in args.cases:
-        case_a(args.batch_a, parse(args.tols), args.repeats)
+        case_a(args.batch_a, parse(args.tols), parse(args.ours_tols), args.repeats)
     if "b" in args.cases:
-        case_b(args.batch_b, parse(args.tols_b), tight=args.tight, repeats=args.repeats_b, n_ref=args.ref_b)
+        case_b(args.batch_b, parse(args.tols_b), parse(args.ours_tols_b), tight=args.tight, repeats=args.repeats_b,
+               n_ref=args.ref_b)
     print(f"\n{_load()} at the end")
 
 

@@ -6,6 +6,13 @@ on its batch-mates (beyond floating-point reduction order). All samples are stil
 one batched call per stage, but only the samples still running: each step gathers the unfinished
 rows, so the cost follows the mean number of steps per sample, not the slowest sample's. Acceptance
 and the next step are decided on the device; finding the unfinished rows is the one host sync per step.
+
+Quadrature entries: state entries that the right-hand side never reads (here Delta log p, a time
+integral along the trajectory) are needed only at the stages whose weight in the propagated
+solution or in the error estimate is non-zero. With `integrate(..., quadrature=True)` the other
+stages call `func(..., quadrature=False)`, which may return None for those entries: dopri5's
+second stage has zero weight in both, so its divergence (one vector-Jacobian product of the six
+per step) is never computed.
 """
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -13,7 +20,9 @@ from typing import Callable, Sequence
 import torch
 
 State = tuple[torch.Tensor, ...]          # every entry has the batch as leading dimension
-OdeFunc = Callable[[torch.Tensor, State, torch.Tensor], State]  # (tau [b], y, rows [b] of the batch)
+# (tau [b], y, rows [b] of the batch, quadrature: bool) -> dy; with quadrature=False the
+# quadrature entries of dy may be None (see the module docstring).
+OdeFunc = Callable[..., State]
 ErrorNorm = Callable[[State, State, State], torch.Tensor]  # (err, y0, y1) -> ratio [B]; <= 1 accepts
 
 
@@ -26,6 +35,11 @@ class Tableau:
     b: Sequence[float]          # weights of the propagated (higher-order) solution
     b_err: Sequence[float]      # b - b_low: weights of the local error estimate
     order: int                  # order of the embedded (lower-order) solution + 1 sets the exponent
+
+    def quadrature_stages(self) -> list[bool]:
+        """Per stage: is its value of a quadrature entry used (non-zero b or b_err, or the FSAL stage)?"""
+        last = len(self.c) - 1
+        return [j == last or self.b[j] != 0.0 or self.b_err[j] != 0.0 for j in range(len(self.c))]
 
 
 def _pair(c, a, b, b_low, order) -> Tableau:
@@ -77,10 +91,14 @@ def _bcast(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _combine(ks: Sequence[State], weights: Sequence[float], i: int) -> torch.Tensor | None:
-    """sum_j w_j k_j[i] over the non-zero weights (None if all are zero)."""
+    """sum_j w_j k_j[i] over the non-zero weights and computed stages (None if there are none).
+
+    A stage's quadrature entry is None only where the right-hand side does not read it (stage
+    states) or its weight is zero (b, b_err), so skipping it there changes nothing that is used.
+    """
     acc = None
     for w, k in zip(weights, ks):
-        if w != 0.0:
+        if w != 0.0 and k[i] is not None:
             acc = k[i] * w if acc is None else acc.add(k[i], alpha=w)
     return acc
 
@@ -125,12 +143,13 @@ def _next_factor(ratio: torch.Tensor, prev: torch.Tensor, accept: torch.Tensor, 
     return torch.where(accept, pi, shrink).clamp(MIN_FACTOR, MAX_FACTOR)
 
 
-def _rk_step(func: OdeFunc, tab: Tableau, tau, y: State, k1: State, h, rows):
+def _rk_step(func: OdeFunc, tab: Tableau, tau, y: State, k1: State, h, rows, skip: Sequence[bool]):
     """One attempt of the pair: new state, its last stage (FSAL) and the local error estimate."""
     ks = [k1]
-    for c_i, a_i in zip(tab.c[1:], tab.a[1:]):
+    for c_i, a_i, skip_i in zip(tab.c[1:], tab.a[1:], skip[1:]):
         y_stage = _axpy(y, h, ks, a_i)
-        ks.append(func(tau + c_i * h, y_stage, rows))
+        t_i = tau + c_i * h
+        ks.append(func(t_i, y_stage, rows, quadrature=False) if skip_i else func(t_i, y_stage, rows))
     # FSAL: the last stage is evaluated at the propagated solution y + h sum_j b_j k_j itself.
     return y_stage, ks[-1], _scaled(h, ks, tab.b_err)
 
@@ -146,11 +165,11 @@ def _scatter(rows: torch.Tensor, full, part):
         f[rows] = v
 
 
-def _attempt(func: OdeFunc, tab: Tableau, norm: ErrorNorm, carry, rows, tau_end: float):
+def _attempt(func: OdeFunc, tab: Tableau, norm: ErrorNorm, carry, rows, tau_end: float, skip: Sequence[bool]):
     """One step attempt of the running samples: returns their updated (tau, y, k1, h, prev)."""
     tau, y, k1, h, prev = carry
     h = torch.minimum(h, tau_end - tau)
-    y1, k_last, err = _rk_step(func, tab, tau, y, k1, h, rows)
+    y1, k_last, err = _rk_step(func, tab, tau, y, k1, h, rows, skip)
     ratio = norm(err, y, y1).double()
     ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, float("inf")))
     accept = ratio <= 1.0
@@ -163,12 +182,15 @@ def _attempt(func: OdeFunc, tab: Tableau, norm: ErrorNorm, carry, rows, tau_end:
 
 
 def integrate(func: OdeFunc, y0: State, tau_end: float, *, method: str, rtol: float, atol: float,
-              norm: ErrorNorm, max_steps: int = 20000) -> OdeSolution:
+              norm: ErrorNorm, max_steps: int = 20000, quadrature: bool = False) -> OdeSolution:
     """Solve dy/dtau = func(tau [b], y, rows) from tau = 0 to tau_end for every sample, adaptively per sample.
 
     `rows` [b] are the indices into the batch of the samples func is evaluated on (the running ones).
+    `quadrature`: func takes `quadrature=False` at the stages whose quadrature entries are unused
+    (module docstring).
     """
     tab = TABLEAUS[method]
+    skip = [quadrature and not used for used in tab.quadrature_stages()]
     B, device = y0[0].shape[0], y0[0].device
     rows = torch.arange(B, device=device)
     tau = torch.zeros(B, dtype=torch.float64, device=device)
@@ -185,9 +207,9 @@ def integrate(func: OdeFunc, y0: State, tau_end: float, *, method: str, rtol: fl
             raise RuntimeError(f"ODE solver exceeded {max_steps} steps (rtol={rtol}, atol={atol}); "
                                "the score function may be non-finite or the tolerances too tight")
         if rows.numel() == B:      # nothing finished yet: no gather needed
-            carry = list(_attempt(func, tab, norm, carry, rows, tau_end))
+            carry = list(_attempt(func, tab, norm, carry, rows, tau_end, skip))
         else:
-            for full, part in zip(carry, _attempt(func, tab, norm, _gather(rows, *carry), rows, tau_end)):
+            for full, part in zip(carry, _attempt(func, tab, norm, _gather(rows, *carry), rows, tau_end, skip)):
                 _scatter(rows, full, part)
         evals[rows] += len(tab.c) - 1
         nfe += len(tab.c) - 1

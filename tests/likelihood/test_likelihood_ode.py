@@ -158,6 +158,16 @@ def test_image_shaped_input_and_grad_mode():
     assert torch.allclose(img.logp, flat.logp, rtol=0, atol=1e-5)
 
 
+def test_network_parameters_leave_no_graph_in_the_state():
+    # With grad mode on and a network whose parameters require grad, no evaluation (the
+    # forward-only stages included) may leave a graph in the state: it would grow step by step.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    score_fn = lambda x, t: net(x) - x  # noqa: E731
+    res = log_likelihood(score_fn, VPSDE(), torch.randn(4, 3), rtol=1e-3, atol=1e-3)
+    assert not res.z.requires_grad and not res.logp.requires_grad and res.z.grad_fn is None
+
+
 def test_bosh3_solver_is_accurate():
     D, sde = 3, subVPSDE()
     gm = _mixture(D, seed=13)

@@ -39,3 +39,24 @@ def test_non_finite_field_raises():
     with pytest.raises(RuntimeError, match="exceeded 50 steps"):
         integrate(func, (torch.ones(2, 2),), 1.0, method="dopri5", rtol=1e-5, atol=1e-5,
                   norm=_rms_norm(1e-5, 1e-5), max_steps=50)
+
+
+@pytest.mark.parametrize("method", sorted(TABLEAUS))
+def test_unused_quadrature_stages_are_skipped_without_changing_the_result(method):
+    # y' = -y, q' = y^2 (q is never read by the field: a quadrature entry).
+    calls = {"full": 0, "skipped": 0}
+
+    def func(tau, y, rows, quadrature=True):
+        calls["full" if quadrature else "skipped"] += 1
+        return -y[0], (y[0] ** 2 if quadrature else None)
+
+    y0 = (torch.ones(2, 1, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64))
+    norm = lambda err, a, b: (err[0].abs() / 1e-8).amax(dim=1)  # noqa: E731
+    plain = integrate(lambda tau, y, rows: func(tau, y, rows), y0, 2.0, method=method, rtol=1e-8, atol=1e-8, norm=norm)
+    calls.update(full=0, skipped=0)
+    skipping = integrate(func, y0, 2.0, method=method, rtol=1e-8, atol=1e-8, norm=norm, quadrature=True)
+    assert torch.equal(plain.y[0], skipping.y[0]) and torch.equal(plain.y[1], skipping.y[1])
+    torch.testing.assert_close(skipping.y[1][:, 0], torch.full((2,), 0.5 * (1 - math.exp(-4.0)), dtype=torch.float64))
+    unused = TABLEAUS[method].quadrature_stages().count(False)
+    assert calls["skipped"] == unused * skipping.n_steps
+    assert (unused > 0) == (method == "dopri5")
