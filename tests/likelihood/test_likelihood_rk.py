@@ -60,3 +60,15 @@ def test_unused_quadrature_stages_are_skipped_without_changing_the_result(method
     unused = TABLEAUS[method].quadrature_stages().count(False)
     assert calls["skipped"] == unused * skipping.n_steps
     assert (unused > 0) == (method == "dopri5")
+
+
+def test_step_never_grows_right_after_a_rejection():
+    # After a rejected attempt the retried step is accepted with a tiny error ratio: PI control
+    # alone would grow it (up to MAX_FACTOR); the rule keeps it, so a rejection is not repeated at once.
+    from likelihood.rk import MAX_FACTOR, _next_factor
+    ratio = torch.tensor([1e-6, 1e-6, 4.0], dtype=torch.float64)
+    prev = torch.ones(3, dtype=torch.float64)
+    accept = torch.tensor([True, True, False])
+    rejected = torch.tensor([False, True, False])
+    factor = _next_factor(ratio, prev, accept, rejected, 5)
+    assert factor[0] == MAX_FACTOR and factor[1] == 1.0 and factor[2] < 1.0
