@@ -122,18 +122,48 @@ def step_plan(a_s: list[tuple[float, float]], *, order: int, lower_order_final: 
     return plan
 
 
-def _weight_rows(plan: list[dict], key: str, slots: int, like: torch.Tensor) -> torch.Tensor:
-    """[n, slots] weights of the unscaled data predictions m'_j = alpha_j m_j in the ring buffer, per step.
+def _slot_weights(plan: list[dict], key: str, slots: int) -> list[list[float]]:
+    """Per step, the weights of the unscaled data predictions m'_j = alpha_j m_j by ring-buffer slot.
 
     Row k holds plan[k][key]'s weights (newest node first: node r is point k - r) at slot
     (k - r) % slots, divided by alpha_{k-r}; zero rows where the plan has no such update.
     """
-    rows = [[0.0] * slots for _ in plan]   # built in Python: one host->device copy at the end
+    rows = [[0.0] * slots for _ in plan]
     for k, step in enumerate(plan):
         if step[key] is not None:
             for r, w in enumerate(step[key][1]):
                 rows[k][(k - r) % slots] = w * plan[k - r]["inv_alpha"]
-    return torch.tensor(rows, dtype=like.dtype).to(like.device)
+    return rows
+
+
+def _weight_rows(plan: list[dict], key: str, slots: int, like: torch.Tensor) -> torch.Tensor:
+    """[n, slots] `_slot_weights` on like's device (one host->device copy)."""
+    return torch.tensor(_slot_weights(plan, key, slots), dtype=like.dtype).to(like.device)
+
+
+def _fused_rows(plan: list[dict], slots: int, like: torch.Tensor) -> torch.Tensor:
+    """[n, 2, slots + 1] per step: the corrected point and the next predicted point from the base and the ring.
+
+    corrected = c x_base + sum_j w_j m'_j and predicted = p corrected + sum_j v_j m'_j, so the
+    predicted point is p c x_base + sum_j (p w_j + v_j) m'_j: both from the same inputs, in one
+    product. Arranged for `_run_corrected`'s buffer: on the steps k = 1, 3, ... the inputs are
+    [base, ring] and the outputs [corrected, predicted]; on k = 2, 4, ... [ring, base] and
+    [predicted, corrected]. The last step's row 0 is the corrected point alone.
+    """
+    corr, pred = _slot_weights(plan, "corr", slots), _slot_weights(plan, "pred", slots)
+    out = [[[0.0] * (slots + 1) for _ in range(2)] for _ in plan]
+    for k, step in enumerate(plan):
+        if step["corr"] is None:
+            continue
+        c = step["corr"][0]
+        p = step["pred"][0] if step["pred"] is not None else 0.0
+        rows = [[c, *corr[k]], [p * c, *(p * w + v for w, v in zip(corr[k], pred[k]))]]  # from [base, ring]
+        if k % 2 == 0:
+            rows = [r[1:] + r[:1] for r in rows]      # inputs [ring, base]
+            if step["pred"] is not None:
+                rows = rows[::-1]                     # outputs [predicted, corrected]
+        out[k] = rows
+    return torch.tensor(out, dtype=like.dtype).to(like.device)
 
 
 def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
@@ -163,9 +193,12 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: i
     ts, plan = memo(sde, key, lambda: _schedule(sde, n_points, grid, eps, power, order,
                                                 bool(lower_order_final), bool(corrector)))
     on = (x.device, x.dtype)
-    weights = memo(sde, key + on, lambda: tuple(_weight_rows(plan, k, order, x).unbind(0) for k in ("pred", "corr")))
     times = memo_tensor(sde, key + on + (x.shape[0], steps), lambda: time_rows(ts[:steps], x), steps * x.shape[0])
-    return _run_multistep(score_fn, x, times, plan, weights, order)
+    pred = memo(sde, key + on, lambda: _weight_rows(plan, "pred", order, x).unbind(0))
+    if corrector:
+        fused = memo(sde, key + on + ("fused",), lambda: _fused_rows(plan, order, x).unbind(0))
+        return _run_corrected(score_fn, x, times, plan, pred[0], fused, order)
+    return _run_multistep(score_fn, x, times, plan, pred, order)
 
 
 def _schedule(sde: SDE, n_points: int, grid: str, eps: float, power: float, order: int,
@@ -178,8 +211,8 @@ def _schedule(sde: SDE, n_points: int, grid: str, eps: float, power: float, orde
     return ts, plan
 
 
-def _run_multistep(score_fn: ScoreFn, x: torch.Tensor, times, plan: list[dict], weights, order: int) -> torch.Tensor:
-    """The plan's steps from x [B, *D]: per point one score call, one fused write and one or two addmv.
+def _run_multistep(score_fn: ScoreFn, x: torch.Tensor, times, plan: list[dict], pred, order: int) -> torch.Tensor:
+    """The plan's steps from x [B, *D]: per point one score call, one fused write and one addmv.
 
     The last `order` unscaled data predictions m' = x + sigma^2 s (m = m'/alpha) live in the rows
     of one [order, N] ring buffer H, so every update x' = ratio x + sum_r w_r m_r is a single
@@ -187,24 +220,48 @@ def _run_multistep(score_fn: ScoreFn, x: torch.Tensor, times, plan: list[dict], 
     precomputed on the device: a step does no host work beyond indexing.
     """
     shape = x.shape
-    pred, corr = weights
     H = torch.zeros(order, x.numel(), dtype=x.dtype, device=x.device)  # zeros: 0 * (unset NaN) is NaN
     rows, H_T = H.view(order, *shape).unbind(0), H.T
-    x_flat = x.reshape(-1)
-    x_base = x_flat   # the point the current step was taken from (the corrector's base)
     for k, t in enumerate(times):
         step = plan[k]
         s = score_fn(x, t)
         m = torch.add(x, s, alpha=step["s2"], out=rows[k % order])
-        if step["corr"] is not None:
-            x_flat = torch.addmv(x_base, H_T, corr[k], beta=step["corr"][0])
-            if step["pred"] is None:  # last point: x0 + (x_corr - x)/alpha = (x_corr + sigma^2 s)/alpha
-                return x_flat.view(shape).add_(s, alpha=step["s2"]).mul_(step["inv_alpha"])
         if step["pred"] is None:
             return torch.mul(m, step["inv_alpha"])
-        x_base, x_flat = x_flat, torch.addmv(x_flat, H_T, pred[k], beta=step["pred"][0])
-        x = x_flat.view(shape)
+        x = torch.addmv(x.reshape(-1), H_T, pred[k], beta=step["pred"][0]).view(shape)
     return x
+
+
+def _run_corrected(score_fn: ScoreFn, x: torch.Tensor, times, plan: list[dict], pred0: torch.Tensor, fused,
+                   order: int) -> torch.Tensor:
+    """`_run_multistep` with the corrector: per point one score call, one fused write and one matrix product.
+
+    Every step after the first needs the corrected point (the next step's base) and the next
+    predicted point (the next score call's input), both linear in [base, ring] (`_fused_rows`);
+    one [2, order + 1] x [order + 1, N] product gives both, reading the inputs once where two
+    addmv would read them twice. The buffer's rows [p1, b0, ring, b1, p0] are laid out so that
+    the inputs and the outputs of every step are contiguous blocks: odd steps read [b0, ring] and
+    write [b1, p0], even steps read [ring, b1] and write [p1, b0].
+    """
+    shape, N = x.shape, x.numel()
+    buf = torch.zeros(order + 4, N, dtype=x.dtype, device=x.device)  # zeros: ring rows are read at weight 0 before written
+    ring = buf[2:2 + order]
+    inputs = (buf[2:3 + order], buf[1:2 + order])     # by parity of k: [ring, b1], [b0, ring]
+    outputs = (buf[0:2], buf[2 + order:4 + order])    # [p1, b0], [b1, p0]
+    for k, t in enumerate(times):
+        step = plan[k]
+        s = score_fn(x, t)
+        torch.add(x, s, alpha=step["s2"], out=ring[k % order].view(shape))
+        if k == 0:  # no corrector yet: x_T is the base of step 1, the prediction goes to p1
+            buf[1].copy_(x.reshape(-1))
+            x = torch.addmv(x.reshape(-1), ring.T, pred0, beta=step["pred"][0], out=buf[0]).view(shape)
+        elif step["pred"] is None:  # last point: (x_corrected + sigma^2 s)/alpha, as in the corrector's docstring
+            x_corr = torch.mv(inputs[k % 2].T, fused[k][0])
+            return x_corr.view(shape).add_(s, alpha=step["s2"]).mul_(step["inv_alpha"])
+        else:
+            out = torch.mm(fused[k], inputs[k % 2], out=outputs[k % 2])
+            x = out[0 if k % 2 == 0 else 1].view(shape)
+    return x.clone()  # denoise=False ends on a predicted point: a row of buf, which must not stay alive with it
 
 
 def _single_denoise(score_fn, sde, x, t: float, step_to: float | None = None) -> torch.Tensor:

@@ -120,3 +120,37 @@ def test_auto_eps_and_option_errors(gm2):
         sample("dpm_solver", sf, sde, (2, 2), steps=4, power=0.0)
     with pytest.raises(ValueError, match="eps must be a float in .* or 'auto'"):
         sample("dpm_solver", sf, sde, (2, 2), steps=4, eps="auto-ish")
+
+
+def _correct_then_predict(score_fn, sde, x, steps: int, order: int, denoise: bool) -> torch.Tensor:
+    """The corrector as two separate updates per point, written from the step plan alone (MATH §5)."""
+    from samplers.dpm_solver import _schedule
+    ts, plan = _schedule(sde, steps + (not denoise), "log_snr", auto_eps(steps), 0.8, order, True, True)
+    m, base = [], x
+    for k, (t, step) in enumerate(zip(ts, plan)):
+        if k == steps:       # denoise=False: the sample is the last predicted point, not evaluated
+            return x
+        s = score_fn(x, torch.full((x.shape[0],), t, dtype=x.dtype))
+        m.insert(0, (x + step["s2"] * s) * step["inv_alpha"])    # newest data prediction first
+        if step["corr"] is not None:                             # redo the step into k from its base
+            ratio, w = step["corr"]
+            x = ratio * base + sum(wr * mr for wr, mr in zip(w, m))
+        if step["pred"] is None:
+            return (x + step["s2"] * s) * step["inv_alpha"]
+        ratio, w = step["pred"]
+        base, x = x, ratio * x + sum(wr * mr for wr, mr in zip(w, m))
+
+
+@pytest.mark.parametrize("sde_cls", [VPSDE, subVPSDE, VESDE])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_fused_corrector_product_equals_correct_then_predict(gm2, sde_cls, order):
+    # The sampler takes the corrected point and the next prediction from one matrix product over
+    # [base, ring buffer]; it must be the same map as correcting, then predicting from the result.
+    sde = sde_cls()
+    sf = gm2.score_fn(sde)
+    x_T = sde.prior_sampling((64, 2), torch.Generator().manual_seed(0)).double()
+    for steps, denoise in [(2, True), (3, True), (6, True), (11, True), (2, False), (7, False)]:
+        ours = dpm_solver_sampler(sf, sde, x_T, steps=steps, noise=None, order=order, corrector=True,
+                                  power=0.8, eps="auto", denoise=denoise)
+        ref = _correct_then_predict(sf, sde, x_T, steps, order, denoise)
+        assert (ours - ref).abs().max() < 1e-10 * max(1.0, float(ref.abs().max())), (steps, order)
