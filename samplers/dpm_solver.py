@@ -244,14 +244,16 @@ def _run_corrected(score_fn: ScoreFn, x: torch.Tensor, times, plan: list[dict], 
     write [b1, p0], even steps read [ring, b1] and write [p1, b0].
     """
     shape, N = x.shape, x.numel()
-    buf = torch.zeros(order + 4, N, dtype=x.dtype, device=x.device)  # zeros: ring rows are read at weight 0 before written
+    # zeros: the first steps read ring rows not yet written, at weight 0 (and 0 * an unset NaN is NaN)
+    buf = torch.zeros(order + 4, N, dtype=x.dtype, device=x.device)
     ring = buf[2:2 + order]
+    ring_rows = ring.view(order, *shape).unbind(0)
     inputs = (buf[2:3 + order], buf[1:2 + order])     # by parity of k: [ring, b1], [b0, ring]
     outputs = (buf[0:2], buf[2 + order:4 + order])    # [p1, b0], [b1, p0]
     for k, t in enumerate(times):
         step = plan[k]
         s = score_fn(x, t)
-        torch.add(x, s, alpha=step["s2"], out=ring[k % order].view(shape))
+        torch.add(x, s, alpha=step["s2"], out=ring_rows[k % order])
         if k == 0:  # no corrector yet: x_T is the base of step 1, the prediction goes to p1
             buf[1].copy_(x.reshape(-1))
             x = torch.addmv(x.reshape(-1), ring.T, pred0, beta=step["pred"][0], out=buf[0]).view(shape)
