@@ -68,9 +68,18 @@ def dense(in_features: int, out_features: int) -> nn.Linear:
     return layer
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with min(channels // 4, 32) groups, as in NCSN++ (32 groups for >= 128 channels)."""
-    groups = min(channels // 4, 32)
+# Group count of every GroupNorm, by name. NCSN++ / DDPM++ use min(C // 4, 32); score_sde's DDPM (as Ho
+# et al.) always uses 32 groups, which needs C divisible by 32 -- widths the reference cannot build at all
+# (small test networks) fall back to the NCSN++ rule. The two agree from 128 channels up.
+NORM_GROUPS: dict[str, Callable[[int], int]] = {
+    "ncsnpp": lambda c: min(c // 4, 32),
+    "ddpm": lambda c: 32 if c % 32 == 0 else min(c // 4, 32),
+}
+
+
+def group_norm(channels: int, rule: str = "ncsnpp") -> nn.GroupNorm:
+    """GroupNorm (eps 1e-6) with the group count of NORM_GROUPS[rule]: min(C // 4, 32), or 32 for DDPM."""
+    groups = NORM_GROUPS[check_choice("norm_groups", rule, NORM_GROUPS)](channels)
     if groups < 1 or channels % groups:
         raise ValueError(f"GroupNorm cannot split {channels} channels into min(C // 4, 32) = {groups} groups; "
                          f"choose nf so that every feature width (nf * ch_mult and the concatenated skip widths) "
@@ -217,13 +226,13 @@ class _ResBlockBase(nn.Module):
     """Shared body: GN-act-[resample]-conv, + Dense(act(temb)), GN-act-dropout-conv; then the skip sum."""
 
     def __init__(self, in_ch: int, out_ch: int, *, act: nn.Module, temb_dim: int | None, dropout: float,
-                 skip_rescale: bool, init_scale: float):
+                 skip_rescale: bool, init_scale: float, norm_groups: str = "ncsnpp"):
         super().__init__()
         self.act = act
-        self.norm_0 = group_norm(in_ch)
+        self.norm_0 = group_norm(in_ch, norm_groups)
         self.conv_0 = conv2d(in_ch, out_ch)
         self.temb_proj = dense(temb_dim, out_ch) if temb_dim is not None else None
-        self.norm_1 = group_norm(out_ch)
+        self.norm_1 = group_norm(out_ch, norm_groups)
         self.dropout = nn.Dropout(dropout)
         # init_scale 0 makes each block start as (almost) the identity on its skip path.
         self.conv_1 = conv2d(out_ch, out_ch, init_scale=init_scale)
@@ -245,10 +254,11 @@ class ResBlockDDPM(_ResBlockBase):
     """DDPM residual block [B, in_ch, H, W] -> [B, out_ch, H, W]; 1x1 shortcut (init 0.1) if channels change."""
 
     def __init__(self, in_ch: int, out_ch: int | None = None, *, act: nn.Module, temb_dim: int | None = None,
-                 dropout: float = 0.1, skip_rescale: bool = False, init_scale: float = 0.0):
+                 dropout: float = 0.1, skip_rescale: bool = False, init_scale: float = 0.0,
+                 norm_groups: str = "ncsnpp"):
         out_ch = out_ch or in_ch
         super().__init__(in_ch, out_ch, act=act, temb_dim=temb_dim, dropout=dropout,
-                         skip_rescale=skip_rescale, init_scale=init_scale)
+                         skip_rescale=skip_rescale, init_scale=init_scale, norm_groups=norm_groups)
         self.shortcut = conv2d(in_ch, out_ch, 1, init_scale=0.1) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
@@ -261,12 +271,13 @@ class ResBlockBigGAN(_ResBlockBase):
 
     def __init__(self, in_ch: int, out_ch: int | None = None, *, act: nn.Module, temb_dim: int | None = None,
                  up: bool = False, down: bool = False, dropout: float = 0.1, fir: bool = False,
-                 fir_kernel: Sequence[float] = (1, 3, 3, 1), skip_rescale: bool = True, init_scale: float = 0.0):
+                 fir_kernel: Sequence[float] = (1, 3, 3, 1), skip_rescale: bool = True, init_scale: float = 0.0,
+                 norm_groups: str = "ncsnpp"):
         out_ch = out_ch or in_ch
         if up and down:
             raise ValueError("ResBlockBigGAN cannot both upsample and downsample")
         super().__init__(in_ch, out_ch, act=act, temb_dim=temb_dim, dropout=dropout,
-                         skip_rescale=skip_rescale, init_scale=init_scale)
+                         skip_rescale=skip_rescale, init_scale=init_scale, norm_groups=norm_groups)
         self.up, self.down, self.fir = up, down, fir
         if fir:
             self.register_buffer("fir_k", make_fir_kernel(fir_kernel), persistent=False)
@@ -289,9 +300,10 @@ class ResBlockBigGAN(_ResBlockBase):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions: [B, C, H, W] -> [B, C, H, W] (DDPM style)."""
 
-    def __init__(self, channels: int, *, skip_rescale: bool = False, init_scale: float = 0.0):
+    def __init__(self, channels: int, *, skip_rescale: bool = False, init_scale: float = 0.0,
+                 norm_groups: str = "ncsnpp"):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, norm_groups)
         self.q = conv2d(channels, channels, 1, init_scale=0.1)
         self.k = conv2d(channels, channels, 1, init_scale=0.1)
         self.v = conv2d(channels, channels, 1, init_scale=0.1)

@@ -8,10 +8,10 @@ from torch import nn
 def sinusoidal_embedding(label: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Transformer-style sinusoidal embedding of `label` [B] -> [B, dim] (DDPM's positional embedding)."""
     half = dim // 2
-    # Frequencies fall geometrically from 1 to 1/max_period, as in DDPM.
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, device=label.device, dtype=torch.float32) / max(half - 1, 1)
-    )
+    # Frequencies fall geometrically from 1 to 1/max_period, as in DDPM; the exponent is formed as
+    # score_sde forms it (index times one float32 step), so imported checkpoints see identical features.
+    step = -math.log(max_period) / max(half - 1, 1)
+    freqs = torch.exp(torch.arange(half, device=label.device, dtype=torch.float32) * step)
     args = label.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     if dim % 2 == 1:  # odd widths get one zero column so the output is exactly `dim` wide

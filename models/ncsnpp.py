@@ -4,15 +4,16 @@ DDPM++ cont. (VP): biggan blocks, no FIR, positional embedding of the label, ini
 NCSN++ cont. (VE): fir=True, progressive_input="residual", embedding_type="fourier".
 `forward(x [B, C, H, W], label [B]) -> [B, C, H, W]` embeds `label` as given: the score converter
 (`models.get_score_fn`) decides what the label is (t, an index, log sigma) and how the output is
-scaled, so there is no division by sigma and no data centring here.
+scaled, so there is no division by sigma here. With `centered=False` (data in [0, 1], the reference's
+`data.centered=False`) the network maps its input to 2 x - 1 first, as score_sde's networks do.
 """
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from models.blocks import (SKIP_SCALE, AttnBlock, Combine, Downsample, ResBlockBigGAN, ResBlockDDPM, Upsample,
-                           check_choice, conv2d, dense, get_activation, group_norm)
+from models.blocks import (NORM_GROUPS, SKIP_SCALE, AttnBlock, Combine, Downsample, ResBlockBigGAN, ResBlockDDPM,
+                           Upsample, check_choice, conv2d, dense, get_activation, group_norm)
 from models.embedding import GaussianFourierProjection, sinusoidal_embedding
 
 RESBLOCK_TYPES = ("biggan", "ddpm")
@@ -58,7 +59,7 @@ class NCSNpp(nn.Module):
                  progressive: str = "none", progressive_input: str = "none", progressive_combine: str = "sum",
                  attention_type: str = "ddpm", embedding_type: str = "positional", fourier_scale: float = 16.0,
                  init_scale: float = 0.0, conv_size: int = 3, nonlinearity: str = "swish",
-                 normalization: str = "GroupNorm"):
+                 normalization: str = "GroupNorm", centered: bool = True, norm_groups: str = "ncsnpp"):
         super().__init__()
         self.resolutions = _validate(image_size=image_size, num_channels=num_channels, nf=nf, ch_mult=ch_mult,
                                      num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions,
@@ -70,6 +71,8 @@ class NCSNpp(nn.Module):
         check_choice("progressive_combine", progressive_combine, Combine.METHODS)
         check_choice("attention_type", attention_type, ATTENTION_TYPES)
         check_choice("normalization", normalization, NORMALIZATIONS)
+        self.norm_groups = check_choice("norm_groups", norm_groups, NORM_GROUPS)
+        self.centered = bool(centered)
         self.image_size, self.num_channels, self.nf = image_size, num_channels, nf
         self.ch_mult, self.num_res_blocks, self.attn_resolutions = tuple(ch_mult), num_res_blocks, tuple(attn_resolutions)
         self.resamp_with_conv, self.conditional, self.fir, self.fir_kernel = resamp_with_conv, conditional, fir, fir_kernel
@@ -83,7 +86,7 @@ class NCSNpp(nn.Module):
         self.mid = nn.ModuleList([self._resblock(mid_ch), self._attn(mid_ch), self._resblock(mid_ch)])
         out_ch = self._build_up(skip_channels, mid_ch)
         if self.progressive != "output_skip":
-            self.norm_out = group_norm(out_ch)
+            self.norm_out = group_norm(out_ch, self.norm_groups)
             self.conv_out = conv2d(out_ch, num_channels, init_scale=init_scale)
 
     # ------------------------------------------------------------------ construction helpers
@@ -96,13 +99,14 @@ class NCSNpp(nn.Module):
 
     def _resblock(self, in_ch: int, out_ch: int | None = None, *, up: bool = False, down: bool = False) -> nn.Module:
         common = dict(act=self.act, temb_dim=4 * self.nf if self.conditional else None, dropout=self.dropout,
-                      skip_rescale=self.skip_rescale, init_scale=self.init_scale)
+                      skip_rescale=self.skip_rescale, init_scale=self.init_scale, norm_groups=self.norm_groups)
         if self.resblock_type == "ddpm":
             return ResBlockDDPM(in_ch, out_ch, **common)
         return ResBlockBigGAN(in_ch, out_ch, up=up, down=down, fir=self.fir, fir_kernel=self.fir_kernel, **common)
 
     def _attn(self, channels: int) -> AttnBlock:
-        return AttnBlock(channels, skip_rescale=self.skip_rescale, init_scale=self.init_scale)
+        return AttnBlock(channels, skip_rescale=self.skip_rescale, init_scale=self.init_scale,
+                         norm_groups=self.norm_groups)
 
     def _resample(self, in_ch: int, *, up: bool) -> nn.Module:
         """The level transition: a BigGAN block that resamples, or a plain/FIR (conv) resampler."""
@@ -165,14 +169,14 @@ class NCSNpp(nn.Module):
         fir, fir_kernel, channels = self.fir, self.fir_kernel, self.num_channels
         if self.progressive == "output_skip":
             # Each level adds its own image-space prediction to the upsampled one from the level below.
-            level["pyramid_norm"] = group_norm(in_ch)
+            level["pyramid_norm"] = group_norm(in_ch, self.norm_groups)
             level["pyramid_conv"] = conv2d(in_ch, channels, init_scale=self.init_scale)
             if coarsest:
                 self.pyramid_upsample = Upsample(channels, fir=fir, fir_kernel=fir_kernel)
             return channels
         if self.progressive == "residual":
             if coarsest:
-                level["pyramid_norm"] = group_norm(in_ch)
+                level["pyramid_norm"] = group_norm(in_ch, self.norm_groups)
                 level["pyramid_conv"] = conv2d(in_ch, in_ch)
             else:
                 level["pyramid_up"] = Upsample(pyramid_ch, in_ch, with_conv=True, fir=fir, fir_kernel=fir_kernel)
@@ -184,6 +188,8 @@ class NCSNpp(nn.Module):
         """x [B, C, H, W], label [B] (or a scalar, shared by the batch) -> [B, C, H, W]."""
         label = self._check_inputs(x, label)
         temb = self._embed(label.to(x.dtype)) if self.conditional else None
+        if not self.centered:  # data in [0, 1]: the reference network centres it itself
+            x = 2 * x - 1
         hs = self._encode(x, temb)
         h = hs[-1]
         h = self.mid[0](h, temb)

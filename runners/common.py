@@ -51,7 +51,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The network of config.model, given only the fields its constructor takes."""
     shape = data_shape(config)
     fields = dict(config.model.to_dict())
-    fields.update(image_size=shape[-1], num_channels=shape[0], dim=shape[0])
+    # centered: data in [0, 1] (False) is mapped to 2 x - 1 inside NCSN++ / DDPM, as in the reference networks
+    fields.update(image_size=shape[-1], num_channels=shape[0], dim=shape[0], centered=config.data.centered)
     if config.model.name not in MODELS:
         raise ValueError(f"unknown config.model.name {config.model.name!r}; expected one of {sorted(MODELS)}")
     module, cls = MODELS[config.model.name]
