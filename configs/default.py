@@ -47,7 +47,8 @@ def _model() -> ml_collections.ConfigDict:
     c.prediction = "eps"          # what the network outputs: "eps", "x0", "v" or "score"
     c.time_input = "t"            # conditioning: "t" (times time_scale), "index", "sigma", "log_sigma"
     c.time_scale = 999.0          # multiplies t when time_input = "t" (reference VP configs use 999)
-    c.discrete_schedule = False   # VP only: use DDPM's discrete alpha-bar_i (networks trained with loss=ddpm)
+    c.discrete_schedule = False   # a network of the N-step chain (loss=ddpm on VP, smld on VE): convert with
+                                  # the chain's alpha_i, sigma_i; ddpm / ddim then step on the chain
     c.ema_rate = 0.999            # EMA decay of the weights used for sampling and evaluation
     c.dropout = 0.0
     # U-Nets (unet_small, ncsnpp, ddpm)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from likelihood.divergence import check_divergence_options, field_and_divergence, sample_probes
-from likelihood.rk import TABLEAUS, integrate
+from samplers.rk import TABLEAUS, integrate
 from sde_lib import SDE
 from sde_lib.utils import ScoreFn, batch_broadcast
 
@@ -167,7 +167,7 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, divergence: 
     `"hutchinson"` draws `n_probes` probes (`noise` = "rademacher" | "gaussian") once per solve
     and shares one trajectory and one forward pass among them. The state is integrated in x's
     dtype in u = sqrt(t) (module docstring) with a per-sample adaptive step that drops
-    finished samples from the batch (see `likelihood.rk`).
+    finished samples from the batch (see `samplers.rk`).
     """
     check_divergence_options(divergence, noise, n_probes)
     _check_inputs(sde, x, solver, rtol, atol, eps)

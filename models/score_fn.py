@@ -4,8 +4,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from sde_lib import SDE, VPSDE
-from sde_lib.utils import ScoreFn, as_time, batch_broadcast
+from sde_lib import SDE
+from sde_lib.utils import as_time, batch_broadcast
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 TIME_INPUTS = ("t", "index", "sigma", "log_sigma")
@@ -37,27 +37,47 @@ def _to_score(prediction: str, out, x, alpha, sigma):
     return -eps / s
 
 
+class NetworkScore:
+    """score_fn(x [B, *D], t [B]) -> [B, *D] of a network model(x, label) (MATH §5).
+
+    `discrete_schedule` is what the samplers read to know the network: True when it was trained on
+    the SDE's N-step chain only (DDPM / SMLD, t_i = i/(N-1)), whose coefficients alpha_i, sigma_i
+    it converts with; samplers with a discrete form (ddpm, ddim) then step on that chain.
+    """
+
+    def __init__(self, sde: SDE, model: nn.Module, *, prediction: str, time_input: str,
+                 time_scale: float, discrete_schedule: bool):
+        if discrete_schedule:
+            sde.discrete_alpha_sigma(torch.zeros(1, dtype=torch.long), torch.zeros(1))  # raises without a chain
+        self.sde, self.model, self.prediction = sde, model, prediction
+        self.discrete_schedule = bool(discrete_schedule)
+        self.label_of = _label_fn(sde, time_input, time_scale)
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The marginal coefficients the network was trained with: continuous, or the chain's at floor(t (N-1))."""
+        if self.discrete_schedule:
+            return self.sde.discrete_alpha_sigma(self.sde.discrete_index(t), t)
+        return self.sde.alpha_sigma(t)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = as_time(t, x)
+        alpha, sigma = self.alpha_sigma(t)
+        return _to_score(self.prediction, self.model(x, self.label_of(t)), x, alpha, sigma)
+
+
 def get_score_fn(sde: SDE, model: nn.Module, *, prediction: str = "eps", time_input: str = "t",
-                 time_scale: float = 1.0, discrete_schedule: bool = False) -> ScoreFn:
+                 time_scale: float = 1.0, discrete_schedule: bool = False) -> NetworkScore:
     """Wrap model(x, label) as score_fn(x [B, *D], t [B]) -> [B, *D] (MATH §5).
 
     `prediction` says what the network outputs; `time_input` what it is conditioned on: `t`
     (times `time_scale`, e.g. 999 as in the reference VP configs), the discrete step `index`
-    t (N-1), `sigma` or `log_sigma`. `discrete_schedule=True` (VP only) uses DDPM's discrete
-    alpha-bar_i at step floor(t (N-1)) instead of the continuous alpha(t), sigma(t).
+    t (N-1), `sigma` or `log_sigma`. `discrete_schedule=True` (SDEs with a discrete chain: VP's
+    DDPM alpha-bar_i, VE's sigma ladder) converts with the chain's coefficients at step
+    floor(t (N-1)) instead of the continuous alpha(t), sigma(t).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
     if time_input not in TIME_INPUTS:
         raise ValueError(f"unknown time_input {time_input!r}; expected one of {TIME_INPUTS}")
-    if discrete_schedule and not isinstance(sde, VPSDE):
-        raise ValueError(f"discrete_schedule=True needs a VPSDE (DDPM's alpha-bar), got {sde!r}")
-    label_of = _label_fn(sde, time_input, time_scale)
-    alpha_sigma = (lambda t: sde.discrete_alpha_sigma(sde.discrete_index(t), t)) if discrete_schedule else sde.alpha_sigma
-
-    def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = as_time(t, x)
-        alpha, sigma = alpha_sigma(t)
-        return _to_score(prediction, model(x, label_of(t)), x, alpha, sigma)
-
-    return score_fn
+    return NetworkScore(sde, model, prediction=prediction, time_input=time_input, time_scale=time_scale,
+                        discrete_schedule=discrete_schedule)

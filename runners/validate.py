@@ -52,8 +52,8 @@ def _validate_model_sde(config) -> None:
     _one_of(m.prediction, "model.prediction", PREDICTIONS)
     _one_of(m.time_input, "model.time_input", TIME_INPUTS)
     _need(0 <= m.ema_rate < 1, "model.ema_rate", m.ema_rate, "a float in [0, 1)")
-    _need(not m.discrete_schedule or s.name == "vpsde", "model.discrete_schedule", m.discrete_schedule,
-          "False unless sde.name='vpsde'")
+    _need(not m.discrete_schedule or s.name in ("vpsde", "vesde"), "model.discrete_schedule", m.discrete_schedule,
+          "False unless sde.name is 'vpsde' or 'vesde' (sub-VP has no discrete chain)")
     _need(o.lr > 0, "optim.lr", o.lr, "a float > 0")
     _int_at_least(config, "optim.warmup", 0)
 

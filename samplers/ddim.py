@@ -1,43 +1,18 @@
-"""DDIM on a sub-sequence of the N-step chain (MATH.md §3, §5), step for step like diffusers.
+"""DDIM on a sub-sequence of the N-step chain (MATH.md §3, §5), step for step like diffusers' DDIMScheduler.
 
-For a VPSDE the coefficients are DDPM's discrete alpha-bar_i (what a DDPM network was trained
-on, and what diffusers uses); the score function sees t_i = i/(N-1), so a network wrapped with
-`discrete_schedule=True` gets step index i. For VE and sub-VP the same update runs on the
-continuous alpha(t_i), sigma(t_i) (DDIM is the data-prediction exponential integrator of the
-probability flow, so it is defined for any linear SDE).
+DDIM is the data-prediction exponential integrator of the probability flow, so it is defined for
+any linear SDE. A network trained on the SDE's discrete chain (`uses_discrete_schedule`, e.g.
+DDPM's) is stepped with the chain's alpha_i, sigma_i at t_i = i/(N-1), as diffusers does with
+alpha-bar_i; a continuous-time score with alpha(t_i), sigma(t_i).
 """
 import math
 
 import torch
 
-from samplers.coeffs import time_rows
-from samplers.grids import discrete_steps, previous_steps
-from samplers.plan_cache import memo, memo_tensor
+from samplers.grids import chain_points, discrete_steps, previous_steps
 from samplers.noise import Noise
-from sde_lib import SDE, VPSDE
-from sde_lib.utils import ScoreFn, as_time
-
-T_MIN_CONTINUOUS = 1e-3  # sub-VP's sigma(0) = 0: continuous-schedule grids stop at this t
-
-
-def step_alpha_sigma(sde: SDE, steps: list[int]) -> list[tuple[float, float, float]]:
-    """(t_i, alpha_i, sigma_i) as floats for each step index i (-1: clean data, alpha=1, sigma=0)."""
-    # The same float64 alpha-bar table models.get_score_fn(discrete_schedule=True) converts with,
-    # so eps = -sigma_i s recovers the network's output exactly.
-    abar = sde.alphas_cumprod.tolist() if isinstance(sde, VPSDE) else None
-    out = []
-    for i in steps:
-        if i < 0:
-            out.append((0.0, 1.0, 0.0))
-            continue
-        t = i / (sde.N - 1)
-        if abar is not None:
-            out.append((t, math.sqrt(abar[i]), math.sqrt(1.0 - abar[i])))
-        else:
-            t = max(t, T_MIN_CONTINUOUS)
-            a, s = sde.alpha_sigma(torch.tensor([t], dtype=torch.float64))
-            out.append((t, float(a), float(s)))
-    return out
+from sde_lib import SDE
+from sde_lib.utils import ScoreFn, as_time, uses_discrete_schedule
 
 
 def ddim_coefficients(cur: tuple, nxt: tuple, eta: float) -> tuple[float, float, float]:
@@ -56,19 +31,11 @@ def ddim_coefficients(cur: tuple, nxt: tuple, eta: float) -> tuple[float, float,
 
 
 def ddim_step(score_fn: ScoreFn, x: torch.Tensor, cur: tuple, nxt: tuple, *, eta: float,
-              z: torch.Tensor | None, t: torch.Tensor | None = None) -> torch.Tensor:
-    """x_t [B, *D] -> x_t' [B, *D]: one DDIM step (`ddim_coefficients`); t: cur's [B] time, if already built."""
+              z: torch.Tensor | None) -> torch.Tensor:
+    """x_t [B, *D] -> x_t' [B, *D]: one DDIM step between (t, alpha, sigma) points cur and nxt."""
     a, b, noise_std = ddim_coefficients(cur, nxt, eta)
-    s = score_fn(x, as_time(cur[0], x) if t is None else t)
-    x_next = torch.mul(x, a).add_(s, alpha=b)
+    x_next = torch.mul(x, a).add_(score_fn(x, as_time(cur[0], x)), alpha=b)
     return x_next.add_(z, alpha=noise_std) if z is not None else x_next
-
-
-def _schedule(sde: SDE, steps: int, spacing: str) -> tuple[list, list]:
-    """(t, alpha, sigma) of every step's start and end point (host floats; memoised per setting)."""
-    seq = discrete_steps(sde.N, steps, spacing)
-    prev = previous_steps(seq, sde.N, spacing, diffusers_ddim=True)
-    return step_alpha_sigma(sde, seq), step_alpha_sigma(sde, prev)
 
 
 def ddim_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
@@ -80,11 +47,11 @@ def ddim_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | N
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta!r}")
-    n = 50 if steps is None else steps
-    cur, nxt = memo(sde, ("ddim", n, spacing), lambda: _schedule(sde, n, spacing))
-    times = memo_tensor(sde, ("ddim", n, spacing, x.device, x.dtype, x.shape[0]),
-                        lambda: time_rows([c[0] for c in cur], x), n * x.shape[0])
-    for c, n, t in zip(cur, nxt, times):
+    seq = discrete_steps(sde.N, 50 if steps is None else steps, spacing)
+    discrete = uses_discrete_schedule(score_fn)
+    cur = chain_points(sde, seq, discrete=discrete)
+    nxt = chain_points(sde, previous_steps(seq, sde.N, spacing, diffusers_ddim=True), discrete=discrete)
+    for c, n in zip(cur, nxt):
         # diffusers draws noise only when eta > 0; keeping that order keeps generator streams aligned.
-        x = ddim_step(score_fn, x, c, n, eta=eta, z=noise.like(x) if eta > 0 else None, t=t)
+        x = ddim_step(score_fn, x, c, n, eta=eta, z=noise.like(x) if eta > 0 else None)
     return x

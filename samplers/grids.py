@@ -1,7 +1,7 @@
-"""Time and noise grids, computed once on the host in float64 (MATH.md §3, §5).
+"""Time and noise grids, computed once per run on the host in float64 (MATH.md §3, §5).
 
-Grids are plain float64 CPU tensors (or Python ints for discrete steps); samplers turn each
-point into a per-sample [B] time on the device once, so no per-step host/device round trip.
+A grid is shared by the whole batch, so its times and coefficients are host floats: a step
+scales tensors by Python numbers and never waits for the device.
 """
 import math
 
@@ -11,6 +11,7 @@ import torch
 from sde_lib import SDE
 
 SPACINGS = ("uniform", "quadratic", "leading", "trailing")
+GRIDS = ("log_snr", "uniform", "karras")
 
 
 def uniform_t(steps: int, *, t_max: float, t_min: float) -> torch.Tensor:
@@ -19,16 +20,16 @@ def uniform_t(steps: int, *, t_max: float, t_min: float) -> torch.Tensor:
 
 
 def log_snr_t(sde: SDE, steps: int, *, t_max: float, t_min: float, power: float = 1.0) -> torch.Tensor:
-    """steps + 1 times from t_max to t_min with lambda = log(alpha/sigma) = lam_T + (lam_min - lam_T) u^power,
-    u uniform on [0, 1] (float64). power = 1 is uniform in lambda; power < 1 takes larger steps at
-    low SNR (near T) and smaller ones near the data, where few-step solvers lose most (MATH §5)."""
+    """steps + 1 times from t_max to t_min with log-SNR(t) = l_T + (l_min - l_T) u^power, u uniform on [0, 1].
+
+    float64. power = 1 is uniform in log-SNR; power < 1 takes larger steps at low SNR (near T) and
+    smaller ones near the data, where few-step solvers lose most (MATH §5).
+    """
     if not power > 0:
         raise ValueError(f"power must be > 0, got {power!r}")
-    ends = torch.tensor([t_max, t_min], dtype=torch.float64)
-    lam_max, lam_min = (0.5 * sde.log_snr(ends)).tolist()
+    l_max, l_min = sde.log_snr(torch.tensor([t_max, t_min], dtype=torch.float64)).tolist()
     u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    lam = lam_max + (lam_min - lam_max) * u ** power
-    t = sde.t_from_log_snr(2 * lam).to(torch.float64)
+    t = sde.t_from_log_snr(l_max + (l_min - l_max) * u ** power).to(torch.float64)
     t[0], t[-1] = t_max, t_min  # pin the ends exactly (the inverse is accurate only to ~1e-12)
     return t
 
@@ -42,9 +43,43 @@ def karras_sigmas(steps: int, *, sigma_min: float, sigma_max: float, rho: float 
     return (hi + ramp * (lo - hi)) ** rho
 
 
+def scaled_sigma(sde: SDE, t: torch.Tensor) -> torch.Tensor:
+    """EDM's noise level sigma(t)/alpha(t) = exp(-log-SNR/2) of the scaled state x/alpha (float64)."""
+    return torch.exp(-0.5 * sde.log_snr(t.to(torch.float64)))
+
+
 def t_from_scaled_sigma(sde: SDE, sigma_tilde: torch.Tensor) -> torch.Tensor:
     """Time t at which sigma(t)/alpha(t) = sigma_tilde (float64), via the log-SNR inverse."""
     return sde.t_from_log_snr(-2 * torch.log(sigma_tilde.to(torch.float64))).to(torch.float64)
+
+
+def time_grid(sde: SDE, steps: int, *, grid: str, t_max: float, t_min: float, power: float = 1.0,
+              rho: float = 7.0) -> list[float]:
+    """steps + 1 times from t_max to t_min: (power-)uniform in log-SNR, uniform in t, or Karras' rho grid."""
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; expected one of {GRIDS}")
+    if power != 1.0 and grid != "log_snr":
+        raise ValueError(f"power={power!r} applies to grid='log_snr' only, got grid={grid!r}")
+    if grid == "log_snr":
+        return log_snr_t(sde, steps, t_max=t_max, t_min=t_min, power=power).tolist()
+    if grid == "uniform":
+        return uniform_t(steps, t_max=t_max, t_min=t_min).tolist()
+    ends = scaled_sigma(sde, torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
+    t = t_from_scaled_sigma(sde, karras_sigmas(steps + 1, sigma_min=ends[0], sigma_max=ends[1], rho=rho))
+    t[0], t[-1] = t_max, t_min
+    return t.tolist()
+
+
+def drift_coefficients(sde: SDE, ts: list[float]) -> tuple[list[float], list[float]]:
+    """f(t) of the linear drift f(x, t) = f(t) x and g(t)^2 at every grid time, as host floats (MATH §2)."""
+    f, g = sde.sde(torch.ones(len(ts), 1, dtype=torch.float64), torch.tensor(ts, dtype=torch.float64))
+    return f[:, 0].tolist(), (g * g).tolist()
+
+
+def marginals(sde: SDE, ts: list[float]) -> tuple[list[float], list[float]]:
+    """alpha(t) and sigma(t) at every grid time, as host floats from one float64 call."""
+    alpha, sigma = sde.alpha_sigma(torch.tensor(ts, dtype=torch.float64))
+    return alpha.tolist(), sigma.tolist()
 
 
 def discrete_steps(N: int, steps: int, spacing: str) -> list[int]:
@@ -83,3 +118,25 @@ def previous_steps(seq: list[int], N: int, spacing: str, *, diffusers_ddim: bool
     if diffusers_ddim and spacing in ("leading", "trailing"):
         return [i - N // len(seq) for i in seq]
     return seq[1:] + [-1]
+
+
+T_MIN_CONTINUOUS = 1e-3  # a continuous score at t_0 = 0 is infinite for VP / sub-VP (sigma(0) = 0)
+
+
+def chain_points(sde: SDE, seq: list[int], *, discrete: bool) -> list[tuple[float, float, float]]:
+    """(t_i, alpha_i, sigma_i) for each step index i of seq (-1: the clean data, alpha = 1, sigma = 0).
+
+    t_i = i/(N-1). `discrete` (a network of the N-step chain): the chain's own alpha_i, sigma_i,
+    the very table the network converts with, so eps = -sigma_i s recovers its output exactly;
+    else the continuous alpha(t_i), sigma(t_i) with t_i >= T_MIN_CONTINUOUS.
+    """
+    i = torch.tensor(seq, dtype=torch.long)
+    t = i.to(torch.float64) * (sde.T / (sde.N - 1))
+    if discrete:
+        alpha, sigma = sde.discrete_alpha_sigma(i.clamp_min(0), t)
+    else:
+        t = t.clamp_min(T_MIN_CONTINUOUS)
+        alpha, sigma = sde.alpha_sigma(t)
+    clean = i < 0
+    alpha, sigma = torch.where(clean, 1.0, alpha), torch.where(clean, 0.0, sigma)
+    return list(zip(torch.where(clean, 0.0, t).tolist(), alpha.tolist(), sigma.tolist()))

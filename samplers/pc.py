@@ -11,7 +11,7 @@ from sde_lib.utils import ScoreFn
 
 
 def pc_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | None, noise: Noise,
-               predictor: str = "euler_maruyama", corrector: str = "none", snr: float = 0.16,
+               predictor: str = "ancestral_sampling", corrector: str = "none", snr: float = 0.16,
                n_steps_each: int = 1, probability_flow: bool = False, denoise: bool = True,
                eps: float = 1e-3) -> torch.Tensor:
     """Predictor-corrector sampling from x_T [B, *D] to x_0 [B, *D] (MATH §5).

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sde_lib.utils import ScoreFn
+from sde_lib.utils import ScoreFn, uses_discrete_schedule
 
 
 @dataclass
@@ -21,6 +21,7 @@ class CountingScore:
     def __init__(self, score_fn: ScoreFn):
         self.score_fn = score_fn
         self.calls = 0
+        self.discrete_schedule = uses_discrete_schedule(score_fn)  # passed on to the samplers
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1

@@ -9,7 +9,8 @@ their increments are concatenated, so a sample's path does not depend on its bat
 """
 import torch
 
-from samplers import ode
+from samplers.denoise import data_prediction
+from samplers.grids import marginals
 from samplers.noise import Noise
 from samplers.validate import check_eps, choose
 from sde_lib import SDE
@@ -110,4 +111,4 @@ def reverse_sde_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: 
     ys = torchsde.sdeint(_ReverseTime(score_fn, sde, x.shape, sde.T), y0, ts, bm=bm, method=method,
                          dt=dt * (1 + 1e-9), options=options)
     x = ys[-1].reshape(x.shape)
-    return ode.tweedie_denoise(score_fn, sde, x, eps) if denoise else x
+    return data_prediction(score_fn, x, eps, *(v[0] for v in marginals(sde, [eps]))) if denoise else x

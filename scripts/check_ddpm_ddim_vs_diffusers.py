@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import get_score_fn  # noqa: E402
 from samplers import METHODS, sample  # noqa: E402
-from samplers.ddim import ddim_step, step_alpha_sigma  # noqa: E402
+from samplers.ddim import ddim_step  # noqa: E402
 from samplers.ddpm import ddpm_step  # noqa: E402
-from samplers.grids import discrete_steps, previous_steps  # noqa: E402
+from samplers.grids import chain_points, discrete_steps, previous_steps  # noqa: E402
 from samplers.noise import Noise  # noqa: E402
 from sde_lib import VPSDE  # noqa: E402
 from sde_lib.oracle import GaussianMixture  # noqa: E402
@@ -106,7 +106,7 @@ def step_for_step(method, score_fn, sde, record, spacing, **options) -> tuple[fl
     seq = discrete_steps(sde.N, len(record), spacing)
     assert seq == [r[0] for r in record], (seq, [r[0] for r in record])
     prev = previous_steps(seq, sde.N, spacing, diffusers_ddim=method == "ddim")
-    cur, nxt = step_alpha_sigma(sde, seq), step_alpha_sigma(sde, prev)
+    cur, nxt = chain_points(sde, seq, discrete=True), chain_points(sde, prev, discrete=True)
 
     def one(x, c, n, i, z):
         if method == "ddim":

@@ -13,11 +13,10 @@ only, not the Inception pass:
         --nfe 10 20 50 --num-samples 2000 --out runs/vp/compare
 
 A method is `name` or `name:option=value,option=value` (values as Python literals); adaptive
-solvers (ode with dopri5 / rk45_scipy) run once at their tolerance and report the NFE they used.
+solvers (ode with solver dopri5 or bosh3) run once at their tolerance and report the NFE they used.
 """
 import argparse
 import ast
-import math
 import sys
 import time
 from pathlib import Path
@@ -46,21 +45,18 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def is_adaptive(name: str, options: dict) -> bool:
-    return name == "ode" and options.get("solver", "dopri5") in ("dopri5", "rk45_scipy")
+    return name == "ode" and options.get("solver") in ("dopri5", "bosh3")
 
 
-def nfe_per_step(name: str, options: dict, sde, shape) -> tuple[float, float]:
-    """NFE = a * steps + b for a fixed-step method, measured by two dry runs with a zero score."""
-    def zero_score(x, t):
-        return torch.zeros_like(x)
-    counts = [sample(name, zero_score, sde, (1, *shape[1:]), steps=s, **options).nfe for s in (4, 8)]
-    a = (counts[1] - counts[0]) / 4
-    return a, counts[0] - 4 * a
-
-
-def steps_for_budget(budget: int, a: float, b: float) -> int | None:
-    steps = math.floor((budget - b) / a)
-    return steps if steps >= 1 else None
+def steps_for_budget(name: str, options: dict, sde, shape, budget: int) -> int | None:
+    """The largest steps whose NFE fits the budget, found by dry runs with a zero score (NFE grows with steps)."""
+    def nfe(steps):
+        return sample(name, lambda x, t: torch.zeros_like(x), sde, (1, *shape[1:]), steps=steps, **options).nfe
+    lo, hi = 0, budget  # nfe(lo) <= budget is known for lo = 0 (no run); every method spends >= 1 per step
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if nfe(mid) <= budget else (lo, mid - 1)
+    return lo or None
 
 
 class OracleProblem:
@@ -163,9 +159,8 @@ def compare(problem, methods: list[str], budgets: list[int], seed: int) -> list[
         if is_adaptive(name, options):
             rows.append({"method": label(name, options), **run_one(problem, name, options, None, seed)})
             continue
-        a, b = nfe_per_step(name, options, problem.sde, problem.shape)
         for budget in budgets:
-            steps = steps_for_budget(budget, a, b)
+            steps = steps_for_budget(name, options, problem.sde, problem.shape, budget)
             if steps is not None:
                 rows.append({"method": label(name, options), "budget": budget,
                              **run_one(problem, name, options, steps, seed)})

@@ -43,6 +43,14 @@ class GaussianMixture:
         w = torch.rand(n_components, generator=g, dtype=torch.float64) + 0.5
         return cls(w / w.sum(), means, covs)
 
+    @classmethod
+    def ring(cls, n_modes: int = 8, radius: float = 2.0, std: float = 0.2) -> "GaussianMixture":
+        """n_modes equal-weight isotropic 2-D Gaussians on a circle (the classic 8-mode toy)."""
+        angle = 2 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes
+        means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        covs = std ** 2 * torch.eye(2, dtype=torch.float64).expand(n_modes, 2, 2).clone()
+        return cls(torch.full((n_modes,), 1.0 / n_modes, dtype=torch.float64), means, covs)
+
     def _p(self, like: torch.Tensor) -> dict:
         """The decomposed parameters on like's device (float64), moved once per device."""
         key = str(like.device)

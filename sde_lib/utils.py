@@ -24,3 +24,12 @@ def as_time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
     """Sum x [B, *D] over all but the first dimension -> [B]."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def uses_discrete_schedule(score_fn: ScoreFn) -> bool:
+    """Was score_fn's network trained on the SDE's N-step chain only (`models.NetworkScore.discrete_schedule`)?
+
+    Score functions are plain callables; a wrapper that knows its network says so with this
+    attribute, and wrappers around a score function (counters, guidance) pass it on.
+    """
+    return bool(getattr(score_fn, "discrete_schedule", False))

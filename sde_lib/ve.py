@@ -1,22 +1,31 @@
-"""Variance-exploding SDE (SMLD / NCSN in the limit), MATH.md §2, §3."""
+"""Variance-exploding SDE (SMLD / NCSN in the limit), MATH.md §2, §3, §4."""
 import math
+from dataclasses import dataclass
 
 import torch
 
-from sde_lib.base import SDE
+from sde_lib.base import SDE, check_steps
 from sde_lib.utils import as_time
 
 
+@dataclass(frozen=True)
 class VESDE(SDE):
     """VE SDE: f = 0, g = sigma(t) sqrt(2 log(sigma_max/sigma_min)), sigma(t) = sigma_min (sigma_max/sigma_min)^t."""
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
-        super().__init__(N)
-        if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)):
-            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
-        self.log_ratio = math.log(self.sigma_max / self.sigma_min)
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    N: int = 1000
+
+    def __post_init__(self):
+        check_steps(self.N)
+        if not (0 < self.sigma_min < self.sigma_max and math.isfinite(self.sigma_max)):
+            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={self.sigma_min!r}, "
+                             f"sigma_max={self.sigma_max!r}")
+
+    @property
+    def log_ratio(self) -> float:
+        """log(sigma_max / sigma_min)."""
+        return math.log(self.sigma_max / self.sigma_min)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """sigma(t) [B] (MATH §2)."""
@@ -32,8 +41,8 @@ class VESDE(SDE):
     def log_snr(self, t):
         return -2 * (math.log(self.sigma_min) + t * self.log_ratio)
 
-    def t_from_log_snr(self, lam):
-        return (-0.5 * lam - math.log(self.sigma_min)) / self.log_ratio
+    def t_from_log_snr(self, log_snr):
+        return (-0.5 * log_snr - math.log(self.sigma_min)) / self.log_ratio
 
     def prior_std(self) -> float:
         return self.sigma_max
@@ -48,12 +57,25 @@ class VESDE(SDE):
         sigma_i = self.sigma_min * torch.exp(i.to(like.dtype) * (self.log_ratio / (self.N - 1)))
         return torch.where(i < 0, torch.zeros_like(sigma_i), sigma_i)
 
-    def discretize(self, x, t):
-        """SMLD step: f_i = 0, G_i = sqrt(sigma_i^2 - sigma_{i-1}^2) (MATH §3)."""
+    def discrete_alpha_sigma(self, i, like):
+        """The SMLD ladder: alpha_i = 1, sigma_i [B] (MATH §3)."""
+        sigma_i = self.discrete_sigma(i, like)
+        return torch.ones_like(sigma_i), sigma_i
+
+    def discretize(self, x, t, dt=None):
+        """SMLD step: f_i = 0, G_i = sqrt(sigma_i^2 - sigma_{i-1}^2) on the ladder (sigma_{-1} = 0), or
+        sqrt(sigma(t)^2 - sigma(t - dt)^2) for a step of length dt (MATH §3)."""
         t = as_time(t, x)
-        i = self.discrete_index(t)
-        sigma_i, sigma_prev = self.discrete_sigma(i, x), self.discrete_sigma(i - 1, x)
+        if dt is None:
+            i = self.discrete_index(t)
+            sigma_i, sigma_prev = self.discrete_sigma(i, x), self.discrete_sigma(i - 1, x)
+        else:
+            sigma_i, sigma_prev = self.sigma(t), self.sigma(t - dt)
         return torch.zeros_like(x), torch.sqrt(sigma_i ** 2 - sigma_prev ** 2)
 
-    def __repr__(self) -> str:
-        return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, N={self.N})"
+    def importance_cdf(self, t):
+        """g^2/sigma^2 = 2 log(sigma_max/sigma_min) is constant: F = that constant times t (MATH §4)."""
+        return 2 * self.log_ratio * t
+
+    def importance_cdf_inverse(self, v):
+        return v / (2 * self.log_ratio)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from sde_lib import SDE, VESDE, VPSDE
+from sde_lib import SDE
 from sde_lib.utils import ScoreFn, batch_broadcast
 from training.importance import sample_importance_t
 
@@ -75,33 +75,32 @@ def _uniform_steps(sde: SDE, x0, generator, rank=0, world_size=1):
     return i, i.to(x0.dtype) * (sde.T / (sde.N - 1))
 
 
-def smld_loss(sde: VESDE, *, reduce_mean: bool = False, rank: int = 0, world_size: int = 1) -> LossFn:
-    """SMLD: sigma_i^2 |s(x0 + sigma_i z, sigma_i) + z/sigma_i|^2 over the sigma ladder (MATH §4)."""
-    if not isinstance(sde, VESDE):
-        raise ValueError(f"the SMLD loss needs a VESDE, got {sde!r}")
+def discrete_loss(sde: SDE, *, reduce_mean: bool = True, rank: int = 0, world_size: int = 1) -> LossFn:
+    """DSM on the SDE's N-step chain: |sigma_i s(x_i, t_i) + z|^2, x_i = alpha_i x0 + sigma_i z (MATH §3-4).
 
-    def loss_fn(score_fn, x0, generator=None):
-        i, t = _uniform_steps(sde, x0, generator, rank, world_size)
-        sigma = sde.discrete_sigma(i, x0)  # equals sigma(t_i): the ladder is sigma(t) on the grid
-        x_t, z = _perturb(x0, torch.ones_like(sigma), sigma, generator, rank, world_size)
-        return _reduce((batch_broadcast(sigma, x0) * score_fn(x_t, t) + z) ** 2, reduce_mean)
-
-    return loss_fn
-
-
-def ddpm_loss(sde: VPSDE, *, reduce_mean: bool = True, rank: int = 0, world_size: int = 1) -> LossFn:
-    """DDPM: |eps_theta(x_i, i) - z|^2 with x_i = sqrt(abar_i) x0 + sqrt(1-abar_i) z (MATH §3-4)."""
-    if not isinstance(sde, VPSDE):
-        raise ValueError(f"the DDPM loss needs a VPSDE, got {sde!r}")
+    On VP's chain this is DDPM's |eps_theta(x_i, i) - z|^2 (eps_theta = -sigma_i s); on VE's sigma
+    ladder it is SMLD's sigma_i^2 |s + z/sigma_i|^2. An SDE without a chain (sub-VP) refuses.
+    """
+    sde.discrete_alpha_sigma(torch.zeros(1, dtype=torch.long), torch.zeros(1))  # raises without a chain
 
     def loss_fn(score_fn, x0, generator=None):
         i, t = _uniform_steps(sde, x0, generator, rank, world_size)
         alpha, sigma = sde.discrete_alpha_sigma(i, x0)
         x_t, z = _perturb(x0, alpha, sigma, generator, rank, world_size)
-        eps_theta = -batch_broadcast(sigma, x0) * score_fn(x_t, t)  # the network's noise prediction
-        return _reduce((eps_theta - z) ** 2, reduce_mean)
+        # sigma_i s + z is the noise-prediction residual, -eps_theta + z.
+        return _reduce((batch_broadcast(sigma, x0) * score_fn(x_t, t) + z) ** 2, reduce_mean)
 
     return loss_fn
+
+
+def smld_loss(sde: SDE, *, reduce_mean: bool = False, rank: int = 0, world_size: int = 1) -> LossFn:
+    """SMLD (Song & Ermon 2019): `discrete_loss` on VE's sigma ladder, summed over dimensions by default."""
+    return discrete_loss(sde, reduce_mean=reduce_mean, rank=rank, world_size=world_size)
+
+
+def ddpm_loss(sde: SDE, *, reduce_mean: bool = True, rank: int = 0, world_size: int = 1) -> LossFn:
+    """DDPM (Ho et al. 2020): `discrete_loss` on VP's chain, averaged over dimensions by default."""
+    return discrete_loss(sde, reduce_mean=reduce_mean, rank=rank, world_size=world_size)
 
 
 LOSSES = {"dsm": dsm_loss, "smld": smld_loss, "ddpm": ddpm_loss}

@@ -71,5 +71,17 @@ def test_bad_names_raise():
         get_score_fn(VPSDE(), lambda x, l: x, prediction="noise")
     with pytest.raises(ValueError, match="log_sigma"):
         get_score_fn(VPSDE(), lambda x, l: x, time_input="time")
-    with pytest.raises(ValueError, match="VPSDE"):
-        get_score_fn(VESDE(), lambda x, l: x, discrete_schedule=True)
+    with pytest.raises(ValueError, match="no discrete chain"):
+        get_score_fn(subVPSDE(), lambda x, l: x, discrete_schedule=True)
+
+
+def test_discrete_schedule_is_a_property_of_the_score_function():
+    sde = VESDE(0.01, 50.0, 100)
+    plain = get_score_fn(sde, lambda x, l: x, prediction="score")
+    discrete = get_score_fn(sde, lambda x, l: x, prediction="eps", time_input="sigma", discrete_schedule=True)
+    assert not plain.discrete_schedule and discrete.discrete_schedule
+    # VE's chain is its sigma ladder: between grid points the score uses sigma_i of the step below.
+    t = torch.tensor([0.5 / 99, 1.0])
+    x = torch.ones(2, 1)
+    expected = -1 / sde.discrete_sigmas[[0, 99]].float()
+    torch.testing.assert_close(discrete(x, t)[:, 0], expected)

@@ -15,3 +15,16 @@ def make_mixture(D: int, K: int, seed: int) -> GaussianMixture:
 def gens(n: int, offset: int = 0) -> list[torch.Generator]:
     """n per-sample generators with seeds offset..offset+n-1."""
     return [torch.Generator().manual_seed(offset + i) for i in range(n)]
+
+
+class DiscreteScore:
+    """A score function marked as a network of the SDE's N-step chain (`discrete_schedule`), like
+    models.get_score_fn(..., discrete_schedule=True): samplers then step on the chain."""
+
+    discrete_schedule = True
+
+    def __init__(self, score_fn):
+        self.score_fn = score_fn
+
+    def __call__(self, x, t):
+        return self.score_fn(x, t)

@@ -11,8 +11,8 @@ from sampler_oracle import gens
 CASES = [
     ("pc", {}, 4), ("pc", {"predictor": "reverse_diffusion", "corrector": "langevin", "n_steps_each": 2}, 3),
     ("pc", {"predictor": "none", "corrector": "ald"}, 3), ("ode", {"solver": "euler"}, 5),
-    ("ode", {"solver": "heun"}, 5), ("ode", {"solver": "dopri5", "rtol": 1e-3, "atol": 1e-3}, None),
-    ("ode", {"solver": "rk45_scipy", "rtol": 1e-3, "atol": 1e-3}, None), ("sde", {}, 4),
+    ("ode", {"solver": "heun"}, 5), ("ode", {}, 6), ("ode", {"solver": "dopri5", "rtol": 1e-3, "atol": 1e-3}, None),
+    ("ode", {"solver": "bosh3", "rtol": 1e-3, "atol": 1e-3}, None), ("ode", {}, None), ("sde", {}, 4),
     ("sde", {"solver": "srk"}, 3), ("ddpm", {}, 5), ("ddim", {"eta": 0.5}, 5), ("dpm_solver", {"order": 3}, 6),
     ("dpm_solver", {"denoise": False}, 6), ("heun", {}, 4), ("heun", {"churn": 5.0}, 4),
 ]
@@ -43,7 +43,11 @@ def test_nfe_matches_docstring_formulas(gm2):
     run = lambda m, s, **o: sample(m, sf, sde, (4, 2), steps=s, **o).nfe  # noqa: E731
     assert run("pc", 7) == 7
     assert run("pc", 7, corrector="langevin", n_steps_each=2) == 7 * 3
-    assert run("ode", 7, solver="heun") == 14
+    # ode with steps = k spends at most k evaluations: heun (k - 1) // 2 steps and Tweedie's denoising
+    assert run("ode", 7, solver="heun") == run("ode", 7) == 7 and run("ode", 8, solver="heun") == 7
+    assert run("ode", 8) == 8 and run("ode", 30) == 29  # "auto": euler below 20 evaluations, heun from 20
+    assert run("ode", 7, solver="euler") == 7 and run("ode", 7, solver="euler", denoise=False) == 7
+    assert run("ode", 1) == 1 and run("ode", 2) == 2
     assert run("heun", 7) == 13
     assert run("ddim", 7) == run("ddpm", 7) == run("dpm_solver", 7) == 7
     assert run("sde", 7) == 7 + 2 and run("sde", 7, solver="srk") == 21 + 2
@@ -98,12 +102,22 @@ def test_bad_input_errors_name_the_valid_choices(gm2):
         sample("ddim", sf, sde, (2, 2), steps=2, snr=0.1)
     with pytest.raises(ValueError, match="adaptive"):
         sample("ode", sf, sde, (2, 2), steps=10, solver="dopri5")
-    with pytest.raises(ValueError, match="ddpm needs a VPSDE"):
-        sample("ddpm", gm2.score_fn(VESDE()), VESDE(), (2, 2), steps=2)
+    with pytest.raises(ValueError, match="fixed-step: pass steps"):
+        sample("ode", sf, sde, (2, 2), solver="heun")
     with pytest.raises(ValueError, match="no probability-flow form"):
         sample("pc", sf, sde, (2, 2), steps=2, predictor="ancestral_sampling", probability_flow=True)
     with pytest.raises(ValueError, match="2 generators for a batch of 3"):
         sample("pc", sf, sde, (3, 2), steps=2, generator=gens(2))
+
+
+@pytest.mark.parametrize("method,options,steps", CASES)
+def test_float64_runs_end_to_end(gm2, method, options, steps):
+    sde = VPSDE()
+    res = sample(method, gm2.score_fn(sde), sde, (4, 2), steps=steps, generator=gens(4), dtype=torch.float64, **options)
+    assert res.samples.dtype == torch.float64 and torch.isfinite(res.samples).all()
+    x_T = sde.prior_sampling((4, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    res = sample(method, gm2.score_fn(sde), sde, (4, 2), steps=steps, generator=gens(4), x_T=x_T, **options)
+    assert res.samples.dtype == torch.float64
 
 
 def test_methods_table_and_options_listing():

@@ -1,7 +1,9 @@
 """DDPM and DDIM pinned to MATH.md §5's closed forms on the discrete VP chain (MATH.md §3).
 
 The equivalence with diffusers' schedulers is checked by scripts/check_ddpm_ddim_vs_diffusers.py
-(diffusers is not a dependency); here the same updates are written out from MATH.md.
+(diffusers is not a dependency); here the same updates are written out from MATH.md. A score
+function marked `discrete_schedule` (a DDPM network) is stepped on the chain's alpha-bar_i; a
+continuous one with alpha(t_i), sigma(t_i).
 """
 import math
 
@@ -10,7 +12,9 @@ import torch
 
 from samplers import sample
 from samplers.grids import discrete_steps
-from sde_lib import VPSDE
+from sde_lib import VESDE, VPSDE, subVPSDE
+
+from sampler_oracle import DiscreteScore
 
 B, D = 32, 2
 
@@ -24,7 +28,7 @@ def _eps(score_fn, x, i, sde, abar):
 def test_ddpm_full_chain_is_math_formula(gm2):
     """x_{i-1} = (x_i - beta_i/sqrt(1-abar_i) eps)/sqrt(alpha_i) + sigma_i z, sigma_i^2 = beta_i or beta-tilde_i."""
     sde = VPSDE(N=40)
-    sf = gm2.score_fn(sde)
+    sf = DiscreteScore(gm2.score_fn(sde))
     beta, abar = sde.discrete_betas.tolist(), sde.alphas_cumprod.tolist()
     x_T = torch.randn(B, D, generator=torch.Generator().manual_seed(0))
     for variance in ("beta", "beta_tilde"):
@@ -44,7 +48,7 @@ def test_ddpm_full_chain_is_math_formula(gm2):
 def test_ddim_is_math_formula_on_a_subsequence(gm2, spacing):
     """x0 = (x - sqrt(1-abar) eps)/sqrt(abar); x' = sqrt(abar') x0 + sqrt(1-abar'-eta^2 s^2) eps + eta s z."""
     sde, steps, eta = VPSDE(), 7, 0.6
-    sf = gm2.score_fn(sde)
+    sf = DiscreteScore(gm2.score_fn(sde))
     abar = sde.alphas_cumprod.tolist()
     seq = discrete_steps(sde.N, steps, spacing)
     x_T = torch.randn(B, D, generator=torch.Generator().manual_seed(0))
@@ -72,6 +76,35 @@ def test_ddim_eta_one_is_ddpm_beta_tilde_on_the_same_subsequence(gm2):
     # DDPM draws no noise at step 0 and DDIM's last step has s = 0: same stream, same samples.
     b = sample("ddpm", sf, sde, (B, D), generator=torch.Generator().manual_seed(3), variance="beta_tilde", **kw).samples
     torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), subVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])
+def test_continuous_score_steps_on_alpha_sigma_of_t(gm2, sde):
+    """DDIM and DDPM for a continuous-time score: the same updates with alpha(t_i), sigma(t_i), t_i = i/(N-1)."""
+    sf, steps, eta = gm2.score_fn(sde), 6, 0.5
+    seq = discrete_steps(sde.N, steps, "uniform")
+    pts = [(max(i / (sde.N - 1), 1e-3),) for i in seq]
+    pts = [(t, *(float(v) for v in sde.alpha_sigma(torch.tensor([t], dtype=torch.float64)))) for (t,) in pts]
+    pts.append((0.0, 1.0, 0.0))
+    x_T = sde.prior_sampling((B, D), torch.Generator().manual_seed(0), dtype=torch.float64)
+    for method in ("ddim", "ddpm"):
+        g, x = torch.Generator().manual_seed(1), x_T.clone()
+        for k, ((t, a, s), (_, a_n, s_n)) in enumerate(zip(pts[:-1], pts[1:])):
+            x0 = (x + s ** 2 * sf(x, torch.full((B,), t, dtype=torch.float64))) / a
+            eps = (x - a * x0) / s
+            v = s ** 2 - (a / a_n * s_n) ** 2          # forward transition variance t_{k+1} -> t_k
+            if method == "ddim":
+                var = eta ** 2 * (s_n / s) ** 2 * v
+                x = a_n * x0 + math.sqrt(max(s_n ** 2 - var, 0.0)) * eps + math.sqrt(var) * torch.randn(
+                    x.shape, generator=g, dtype=torch.float64)
+            else:
+                x = a_n * v / s ** 2 * x0 + (a / a_n) * s_n ** 2 / s ** 2 * x
+                if k < steps - 1:
+                    x = x + math.sqrt(v * s_n ** 2 / s ** 2) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        opts = {"eta": eta} if method == "ddim" else {"variance": "beta_tilde"}
+        ours = sample(method, sf, sde, (B, D), x_T=x_T, steps=steps, spacing="uniform",
+                      generator=torch.Generator().manual_seed(1), **opts)
+        torch.testing.assert_close(ours.samples, x, rtol=0, atol=1e-10)
 
 
 def test_discrete_spacings_match_diffusers_conventions():

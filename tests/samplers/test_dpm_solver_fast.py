@@ -1,4 +1,4 @@
-"""dpm_solver's few-step options (corrector, power grid, eps='auto') on the oracle (MATH.md §5).
+"""dpm_solver's defaults (corrector, power grid, eps='auto') against plain DPM-Solver++ on the oracle (MATH.md §5).
 
 The reference is the exact flow map: the same x_T carried by dpm_solver itself with 1000 steps to
 t = 1e-6 (self-converged to ~1e-5), in float64. Distances between the few-step samples and those
@@ -17,7 +17,8 @@ from samplers.quality import mean_cov_error, sliced_wasserstein
 from sde_lib import VESDE, VPSDE, subVPSDE
 
 B = 400
-FAST = {"order": 3, "corrector": True, "power": 0.8, "eps": "auto"}
+FAST = {"order": 3, "corrector": True, "power": 0.8, "eps": "auto"}   # the defaults, spelled out
+PLAIN = {"order": 3, "corrector": False, "power": 1.0, "eps": 1e-3}   # DPM-Solver++(3M), uniform log-SNR
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def flow(gm8):
     sf = gm8.score_fn(sde)
     x_T = torch.randn(B, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ref = dpm_solver_sampler(sf, sde, x_T.double(), steps=1000, noise=None, order=3, eps=1e-6).float()
+        ref = dpm_solver_sampler(sf, sde, x_T.double(), steps=1000, noise=None, **{**PLAIN, "eps": 1e-6}).float()
     return sde, sf, x_T, ref
 
 
@@ -75,7 +76,7 @@ def test_fast_setting_beats_plain_dpm_solver_at_few_steps(flow):
     sde, sf, x_T, ref = flow
     for steps in (8, 10):
         fast = _sw(sample("dpm_solver", sf, sde, (B, 8), x_T=x_T, steps=steps, **FAST).samples, ref)
-        plain = _sw(sample("dpm_solver", sf, sde, (B, 8), x_T=x_T, steps=steps, order=3).samples, ref)
+        plain = _sw(sample("dpm_solver", sf, sde, (B, 8), x_T=x_T, steps=steps, **PLAIN).samples, ref)
         assert fast < 0.6 * plain, (steps, fast, plain)
 
 
@@ -83,7 +84,7 @@ def test_corrector_converges_at_third_order_on_a_fixed_grid(flow):
     sde, sf, x_T, ref = flow
     # Same end point as the reference up to Tweedie at t = 1e-5 (sigma ~ 3e-3): flow-map error only.
     errs = [float((sample("dpm_solver", sf, sde, (B, 8), x_T=x_T, steps=s, order=3, corrector=True,
-                          eps=1e-5).samples - ref).norm(dim=1).mean()) for s in (40, 80)]
+                          power=1.0, eps=1e-5).samples - ref).norm(dim=1).mean()) for s in (40, 80)]
     assert errs[1] < 2e-2 and errs[0] / errs[1] > 6.0, errs
 
 
@@ -103,10 +104,10 @@ def test_corrector_works_for_other_sdes(gm2, sde_cls):
     sde = sde_cls()
     sf = gm2.score_fn(sde)
     x_T = sde.prior_sampling((B, 2), torch.Generator().manual_seed(0))
-    fine = sample("dpm_solver", sf, sde, (B, 2), x_T=x_T, steps=300, order=3).samples
-    errs = [_sw(sample("dpm_solver", sf, sde, (B, 2), x_T=x_T, steps=s, order=3, corrector=True).samples, fine)
+    fine = sample("dpm_solver", sf, sde, (B, 2), x_T=x_T, steps=300, **PLAIN).samples
+    errs = [_sw(sample("dpm_solver", sf, sde, (B, 2), x_T=x_T, steps=s, **{**PLAIN, "corrector": True}).samples, fine)
             for s in (20, 80)]
-    plain = _sw(sample("dpm_solver", sf, sde, (B, 2), x_T=x_T, steps=80, order=3).samples, fine)
+    plain = _sw(sample("dpm_solver", sf, sde, (B, 2), x_T=x_T, steps=80, **PLAIN).samples, fine)
     assert errs[1] < 0.2 * errs[0] and errs[1] < 0.01 and errs[1] < plain, (errs, plain)
 
 
@@ -122,35 +123,6 @@ def test_auto_eps_and_option_errors(gm2):
         sample("dpm_solver", sf, sde, (2, 2), steps=4, eps="auto-ish")
 
 
-def _correct_then_predict(score_fn, sde, x, steps: int, order: int, denoise: bool) -> torch.Tensor:
-    """The corrector as two separate updates per point, written from the step plan alone (MATH §5)."""
-    from samplers.dpm_solver import _schedule
-    ts, plan = _schedule(sde, steps + (not denoise), "log_snr", auto_eps(steps), 0.8, order, True, True)
-    m, base = [], x
-    for k, (t, step) in enumerate(zip(ts, plan)):
-        if k == steps:       # denoise=False: the sample is the last predicted point, not evaluated
-            return x
-        s = score_fn(x, torch.full((x.shape[0],), t, dtype=x.dtype))
-        m.insert(0, (x + step["s2"] * s) * step["inv_alpha"])    # newest data prediction first
-        if step["corr"] is not None:                             # redo the step into k from its base
-            ratio, w = step["corr"]
-            x = ratio * base + sum(wr * mr for wr, mr in zip(w, m))
-        if step["pred"] is None:
-            return (x + step["s2"] * s) * step["inv_alpha"]
-        ratio, w = step["pred"]
-        base, x = x, ratio * x + sum(wr * mr for wr, mr in zip(w, m))
-
-
-@pytest.mark.parametrize("sde_cls", [VPSDE, subVPSDE, VESDE])
-@pytest.mark.parametrize("order", [1, 2, 3])
-def test_fused_corrector_product_equals_correct_then_predict(gm2, sde_cls, order):
-    # The sampler takes the corrected point and the next prediction from one matrix product over
-    # [base, ring buffer]; it must be the same map as correcting, then predicting from the result.
-    sde = sde_cls()
-    sf = gm2.score_fn(sde)
-    x_T = sde.prior_sampling((64, 2), torch.Generator().manual_seed(0)).double()
-    for steps, denoise in [(2, True), (3, True), (6, True), (11, True), (2, False), (7, False)]:
-        ours = dpm_solver_sampler(sf, sde, x_T, steps=steps, noise=None, order=order, corrector=True,
-                                  power=0.8, eps="auto", denoise=denoise)
-        ref = _correct_then_predict(sf, sde, x_T, steps, order, denoise)
-        assert (ours - ref).abs().max() < 1e-10 * max(1.0, float(ref.abs().max())), (steps, order)
+def test_defaults_are_the_few_step_setting():
+    from samplers import method_options
+    assert {k: method_options("dpm_solver")[k] for k in FAST} == FAST

@@ -36,4 +36,7 @@ def test_parse_method_and_errors():
     assert cmp.parse_method("pc:corrector=langevin,snr=0.1") == ("pc", {"corrector": "langevin", "snr": 0.1})
     with pytest.raises(SystemExit, match="unknown method"):
         cmp.parse_method("magic")
-    assert cmp.steps_for_budget(10, 2.0, -1.0) == 5 and cmp.steps_for_budget(1, 2.0, 0.0) is None
+    from sde_lib import VPSDE
+    assert cmp.steps_for_budget("heun", {}, VPSDE(), (1, 2), 10) == 5  # NFE = 2 steps - 1
+    assert cmp.steps_for_budget("ode", {"solver": "heun"}, VPSDE(), (1, 2), 10) == 10  # ode's steps are its budget
+    assert cmp.steps_for_budget("pc", {"corrector": "langevin"}, VPSDE(), (1, 2), 1) is None

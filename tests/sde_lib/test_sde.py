@@ -185,3 +185,55 @@ def test_bad_ve_arguments_and_unknown_name():
         VESDE(sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match="vpsde"):
         get_sde("nope")
+
+
+def test_an_sde_is_an_immutable_value():
+    import dataclasses
+
+    sde = VPSDE()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sde.beta_max = 10.0
+    i = torch.tensor([999])
+    before = sde.discrete_alpha_sigma(i, torch.zeros(1, dtype=torch.float64))[0]
+    other = dataclasses.replace(sde, beta_max=10.0)
+    after = other.discrete_alpha_sigma(i, torch.zeros(1, dtype=torch.float64))[0]
+    # A new SDE has its own chain: sqrt(alpha-bar_999) with beta_max = 10 from the closed form.
+    assert torch.allclose(after, torch.cumprod(1 - torch.linspace(1e-4, 0.01, 1000, dtype=torch.float64), 0)[999].sqrt())
+    assert not torch.allclose(before, after)
+    assert sde == VPSDE(0.1, 20.0, 1000) and hash(sde) == hash(VPSDE()) and other != sde
+
+
+def test_importance_cdf_is_an_antiderivative_of_g2_over_sigma2(sde):
+    t = torch.tensor([1e-3, 0.05, 0.3, 0.7, 0.99], dtype=torch.float64)
+    h = 1e-7
+    dF = (sde.importance_cdf(t + h) - sde.importance_cdf(t - h)) / (2 * h)
+    g = sde.sde(torch.ones(5, 1, dtype=torch.float64), t)[1]
+    assert torch.allclose(dF, g ** 2 / sde.alpha_sigma(t)[1] ** 2, rtol=1e-6)
+    assert torch.allclose(sde.importance_cdf_inverse(sde.importance_cdf(t)), t, rtol=1e-10)
+
+
+def test_transition_and_ancestral_variance(sde):
+    t, t_next = 0.6, 0.4
+    a, v = sde.transition(t, t_next)
+    (al, al_n), (si, si_n) = (x.tolist() for x in sde.alpha_sigma(torch.tensor([t, t_next], dtype=torch.float64)))
+    assert math.isclose(a, al / al_n, rel_tol=1e-12) and math.isclose(v, si ** 2 - a ** 2 * si_n ** 2, rel_tol=1e-9)
+    posterior = v * si_n ** 2 / si ** 2
+    expected = v if isinstance(sde, VPSDE) else posterior   # DDPM's beta for VP, SMLD's posterior otherwise
+    assert math.isclose(sde.ancestral_variance(t, t_next), expected, rel_tol=1e-12)
+    langevin = sde.langevin_scale(t)
+    if isinstance(sde, VESDE):
+        assert langevin == 1.0
+    else:  # 1 - beta_i at the step of t (MATH §5)
+        i = int(t * (sde.N - 1))
+        assert math.isclose(langevin, 1 - sde.discrete_betas[i].item(), rel_tol=1e-12)
+
+
+def test_discrete_alpha_sigma_of_each_chain():
+    i = torch.tensor([0, 5, 9])
+    vp, ve = VPSDE(N=100), VESDE(0.01, 50.0, 10)
+    a, s = vp.discrete_alpha_sigma(i, torch.zeros(1, dtype=torch.float64))
+    assert torch.allclose(a ** 2, vp.alphas_cumprod[i]) and torch.allclose(a ** 2 + s ** 2, torch.ones(3, dtype=torch.float64))
+    a, s = ve.discrete_alpha_sigma(i, torch.zeros(1, dtype=torch.float64))
+    assert (a == 1).all() and torch.allclose(s, ve.discrete_sigmas[i])
+    with pytest.raises(ValueError, match="no discrete chain"):
+        subVPSDE().discrete_alpha_sigma(i, torch.zeros(1))

@@ -1,4 +1,5 @@
-"""Embedded Runge-Kutta pairs with a per-sample adaptive step (used by the likelihood ODE, MATH.md §6).
+"""Embedded Runge-Kutta pairs with a per-sample adaptive step: the one adaptive ODE solver of the project,
+used by the probability-flow sampler (`samplers.ode`) and the likelihood (`likelihood.ode_logp`, MATH.md §6).
 
 Every sample of the batch carries its own time `tau [B]` and step `h [B]`: a step is accepted or
 rejected per sample from that sample's own error ratio, so a sample's trajectory does not depend
@@ -7,7 +8,7 @@ one batched call per stage, but only the samples still running: each step gather
 rows, so the cost follows the mean number of steps per sample, not the slowest sample's. Acceptance
 and the next step are decided on the device; finding the unfinished rows is the one host sync per step.
 
-Quadrature entries: state entries that the right-hand side never reads (here Delta log p, a time
+Quadrature entries: state entries that the right-hand side never reads (the likelihood's Delta log p, a time
 integral along the trajectory) are needed only at the stages whose weight in the propagated
 solution or in the error estimate is non-zero. With `integrate(..., quadrature=True)` the other
 stages call `func(..., quadrature=False)`, which may return None for those entries: dopri5's
@@ -80,6 +81,15 @@ SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 5.0
 # evaluations per sample were within a few percent of I control (K_P = 0); stronger gains
 # (0.7, 0.4) halved the rejections but grew the step too slowly and cost ~10% more.
 K_I, K_P = 0.85, 0.2
+
+
+def rms_norm(rtol: float, atol: float) -> ErrorNorm:
+    """The usual per-sample error ratio of a one-entry state: RMS of err / (atol + rtol max(|y0|, |y1|))."""
+    def norm(err, y0, y1):
+        scale = atol + rtol * torch.maximum(y0[0].abs(), y1[0].abs())
+        return (err[0] / scale).pow(2).reshape(err[0].shape[0], -1).mean(dim=1).sqrt()
+
+    return norm
 
 
 @dataclass

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from likelihood.rk import TABLEAUS, integrate
+from samplers.rk import TABLEAUS, integrate
 
 
 def _rms_norm(rtol, atol):
@@ -65,7 +65,7 @@ def test_unused_quadrature_stages_are_skipped_without_changing_the_result(method
 def test_step_never_grows_right_after_a_rejection():
     # After a rejected attempt the retried step is accepted with a tiny error ratio: PI control
     # alone would grow it (up to MAX_FACTOR); the rule keeps it, so a rejection is not repeated at once.
-    from likelihood.rk import MAX_FACTOR, _next_factor
+    from samplers.rk import MAX_FACTOR, _next_factor
     ratio = torch.tensor([1e-6, 1e-6, 4.0], dtype=torch.float64)
     prev = torch.ones(3, dtype=torch.float64)
     accept = torch.tensor([True, True, False])
