@@ -114,7 +114,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from runners.errors import USER_ERRORS
-    from training.distributed import process_group
+    from runners.common import process_group
 
     workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
     runner = importlib.import_module(MODES[FLAGS.mode])

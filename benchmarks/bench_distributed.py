@@ -32,11 +32,11 @@ def _build(args, rank, world, device):
     """Model, EMA, optimizer, sharded stream, loss and DDP score function, as runners/train.py builds them."""
     import torch
 
-    import datasets
+    import sde_data
     from configs.default import get_config
     from models import EMA
     from runners.common import build_model, build_score_fn, build_sde
-    from training import distributed
+    from sde_runtime import distributed
     from training.losses import get_loss_fn
     from training.optim import build_optimizer
 
@@ -45,8 +45,8 @@ def _build(args, rank, world, device):
     torch.manual_seed(0)
     sde, model = build_sde(config), build_model(config).to(device)
     ema, optimizer = EMA(model, decay=0.999), build_optimizer(model, lr=1e-4)
-    data = datasets.load_dataset("digits", split="train", image_size=8, num_channels=1)
-    stream = datasets.infinite_batches(data, args.global_batch // world, generator=torch.Generator().manual_seed(0),
+    data = sde_data.load_dataset("digits", split="train", image_size=8, num_channels=1)
+    stream = sde_data.infinite_batches(data, args.global_batch // world, generator=torch.Generator().manual_seed(0),
                                        rank=rank, world_size=world)
     ddp = distributed.wrap_ddp(model, device)
     counter = {"bytes": 0, "calls": 0}
@@ -71,7 +71,7 @@ def _worker(rank, world, port, args, queue):
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     import torch
 
-    from training import distributed
+    from sde_runtime import distributed
     from training.step import OptimSettings, train_step
 
     torch.set_num_threads(1)

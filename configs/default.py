@@ -22,7 +22,6 @@ def _training() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3        # newest checkpoints kept on disk (0 = all)
     c.grid_size = 64              # images in each sample grid
     c.max_nonfinite_steps = 10    # consecutive NaN/Inf losses or gradients (each skipped) before stopping
-    c.debug_nan_steps = ()        # test hook: 1-based steps whose loss is forced to NaN
     # Performance options (GPU); the defaults keep CPU runs bitwise exact.
     c.mixed_precision = "no"      # "no" or "bf16": the network's forward under torch.autocast (training and sampling)
     c.compile = False             # torch.compile the network for training and sampling (first steps are slow)

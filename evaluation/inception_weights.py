@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
+from sde_runtime.errors import UserError
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -23,7 +24,7 @@ WEIGHTS_SHA256_PREFIX = "6726825d"  # published in the file name; torch hub chec
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class InceptionWeightsError(RuntimeError):
+class InceptionWeightsError(UserError, RuntimeError):
     """The FID Inception weight file is missing, unreadable or does not fit the network."""
 
 

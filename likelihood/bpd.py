@@ -51,7 +51,7 @@ def _check_images(images: torch.Tensor, image_shape) -> None:
 
 def _scaler_slope(centered: bool):
     """The data scaler m = a y + b and its slope a (read off the scaler, so the offset follows it)."""
-    from datasets.scalers import get_data_scaler  # data utilities, imported where used
+    from sde_data.scalers import get_data_scaler  # data utilities, imported where used
     scaler = get_data_scaler(centered)
     ends = scaler(torch.tensor([0.0, 1.0], dtype=torch.float64))
     return scaler, float(ends[1] - ends[0])
@@ -94,7 +94,7 @@ def bits_per_dim(score_fn: ScoreFn, sde: SDE, images: torch.Tensor, *, centered:
         raise ValueError(f"unknown dequantization {dequantization!r}; expected one of {DEQUANTIZATIONS}")
     if int(n_dequant) != n_dequant or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive integer, got {n_dequant!r}")
-    from datasets.scalers import uniform_dequantize
+    from sde_data.scalers import uniform_dequantize
     K, B, D = int(n_dequant), images.shape[0], images[0].numel()
     scaler, a = _scaler_slope(centered)
     with torch.no_grad():

@@ -25,6 +25,7 @@ from torch import nn
 from models.blocks import AttnBlock, Combine, Downsample, FIRConv2d, ResBlockBigGAN, ResBlockDDPM, Upsample
 from models.embedding import GaussianFourierProjection
 from models.ncsnpp import NCSNpp
+from sde_runtime.errors import UserError
 
 _REF_KEY = re.compile(r"^all_modules\.(\d+)\.")
 _DROPPED_KEYS = ("sigmas",)  # the reference's table of SMLD noise levels: recomputed by sde_lib, not a weight
@@ -32,7 +33,7 @@ _DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.sa
                       "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
 
 
-class ScoreSdeImportError(RuntimeError):
+class ScoreSdeImportError(UserError, RuntimeError):
     """A file that is not a (readable, matching) score_sde_pytorch checkpoint."""
 
 

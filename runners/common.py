@@ -1,10 +1,12 @@
 """Config -> objects, in one place (DESIGN.md): the library below takes plain arguments."""
+import contextlib
 import hashlib
 import importlib
 import inspect
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import ml_collections
 import numpy as np
@@ -14,6 +16,8 @@ from torch import nn
 from models import EMA, get_score_fn
 from models.registry import MODELS, build_model as _build_network
 from sde_lib import SDE, ScoreFn, get_sde
+from sde_runtime import distributed
+from sde_runtime.device import resolve_device
 from training.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_latest_checkpoint
 
 IMAGE_DATASETS = ("digits", "mnist", "cifar10", "image_folder")
@@ -21,13 +25,25 @@ IMAGE_DATASETS = ("digits", "mnist", "cifar10", "image_folder")
 
 def get_device(config: ml_collections.ConfigDict) -> torch.device:
     """config.device ('auto' picks CUDA when available) as a torch.device."""
-    name = config.device
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return device
+    try:
+        return resolve_device(config.device)
+    except ValueError as e:
+        raise ValueError(f"config.{e}") from None
+
+
+@contextlib.contextmanager
+def process_group(config: ml_collections.ConfigDict) -> Iterator[None]:
+    """Run the body inside torchrun's process group, configured by config.distributed (no-op without torchrun).
+
+    After an error the group is left to die with the process: a clean teardown would need the
+    peers, which may be gone (and NCCL's destroy can block on a broken communicator).
+    """
+    c = config.distributed
+    started = distributed.init_process_group(backend=c.backend, timeout_seconds=c.timeout_seconds,
+                                             device_type=get_device(config).type)
+    yield
+    if started:
+        distributed.destroy_process_group()
 
 
 def build_sde(config: ml_collections.ConfigDict) -> SDE:

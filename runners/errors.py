@@ -1,5 +1,5 @@
 """Errors a user can cause; main.py prints them as one line instead of a traceback."""
-from datasets.download import DatasetNotFoundError
+from sde_data.download import DatasetNotFoundError
 from evaluation.inception_weights import InceptionWeightsError
 from runners.validate import ConfigError
 from training.checkpoint import CheckpointError

@@ -18,7 +18,7 @@ import torch
 
 from runners.common import (IMAGE_DATASETS, atomic_save_npz, atomic_write_json, build_score_fn, build_sde,
                             config_fingerprint, data_shape, get_device, load_ema_model)
-from training import distributed
+from sde_runtime import distributed
 
 # config.eval fields this runner reads (defined, with their defaults, in configs/default.py).
 BPD_FIELDS = ("split", "batch_size", "checkpoint", "bpd_num_images", "bpd_divergence", "bpd_noise",
@@ -78,7 +78,7 @@ def _my_batches(out_dir: Path, n: int, batch_size: int) -> tuple[list[int], int,
 
 def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eval") -> dict:
     """Bits/dim of the EMA weights on config.eval.split; returns the summary written to JSON."""
-    from datasets import load_dataset
+    from sde_data import load_dataset
     from tqdm import tqdm
     opts, device = _options(config), get_device(config)
     if config.data.dataset not in IMAGE_DATASETS:

@@ -14,7 +14,7 @@ from runners.validate import ConfigError, validate_config
 
 
 def _stats_dir(config) -> Path:
-    from datasets.download import default_root
+    from sde_data.download import default_root
 
     return Path(config.eval.stats_dir) if config.eval.stats_dir else default_root("fid_stats")
 
@@ -27,7 +27,7 @@ def _check_images(config) -> None:
 
 def reference_statistics(config: ml_collections.ConfigDict, device=None) -> dict:
     """Inception statistics of eval.stats_split (first eval.stats_num_images images), cached."""
-    from datasets import eval_batches, load_dataset
+    from sde_data import eval_batches, load_dataset
     from evaluation import cached_statistics
 
     d, e = config.data, config.eval
@@ -59,7 +59,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eva
     from evaluation import fid_kid_against_reference
     from runners.sample import generate, load_samples
 
-    from training import distributed
+    from sde_runtime import distributed
 
     validate_config(config)
     _check_images(config)

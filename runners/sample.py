@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from runners.common import (atomic_save_npz, atomic_write_json, build_score_fn, build_sde, config_fingerprint,
                             data_shape, get_device, load_ema_model)
 from runners.validate import validate_config
-from training import distributed
+from sde_runtime import distributed
+from sde_runtime.device import maybe_compile, set_tf32, with_autocast
 
 
 def checkpoint_id(path: Path) -> str:
@@ -32,14 +33,14 @@ def to_storage(samples: torch.Tensor, centered: bool, is_image: bool) -> np.ndar
     """Images [B, C, H, W] in model range -> uint8 [B, H, W, C]; toys stay float32 [B, D]."""
     if not is_image:
         return samples.float().cpu().numpy()
-    from datasets import get_data_inverse_scaler
+    from sde_data import get_data_inverse_scaler
 
     pixels = (get_data_inverse_scaler(centered)(samples).clamp(0, 1) * 255).round().to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _generators(seed: int, indices: range, device) -> list[torch.Generator]:
-    from datasets.loader import mix_seed
+    from sde_runtime.seeding import mix_seed
 
     return [torch.Generator(device=device).manual_seed(mix_seed(seed, k)) for k in indices]
 
@@ -61,11 +62,11 @@ def generate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
     Collective under torchrun: ends with a barrier, so all shards exist when any rank returns.
     """
     device = get_device(config)
-    distributed.set_tf32(config.training.tf32, device)
+    set_tf32(config.training.tf32, device)
     model, step, ckpt = load_ema_model(config, workdir, checkpoint=config.eval.checkpoint, device=device)
     sde = build_sde(config)
-    network = distributed.maybe_compile(model, config.training.compile)
-    score_fn = distributed.with_autocast(build_score_fn(config, sde, network),
+    network = maybe_compile(model, config.training.compile)
+    score_fn = with_autocast(build_score_fn(config, sde, network),
                                          mixed_precision=config.training.mixed_precision, device=device)
     s, n = config.sampling, num_samples or config.sampling.num_samples
     tag = config_fingerprint(checkpoint_id(ckpt), config.sde, config.model, data_shape(config),

@@ -7,7 +7,7 @@ from runners.eval_fid import reference_statistics
 
 def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = "eval") -> dict:
     """Statistics of eval.stats_split; a cached file is reused. workdir is not used. One process only."""
-    from training import distributed
+    from sde_runtime import distributed
 
     if distributed.world_size() > 1:
         raise ValueError("--mode stats runs in one process; launch it with python, not torchrun")

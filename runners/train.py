@@ -1,7 +1,7 @@
 """`main.py --mode train`: build everything from the config, resume if possible, run the loop.
 
 Under torchrun (main.py joins the process group) each rank trains a DDP replica on its share of
-every global batch of training.batch_size x world size; see training/distributed.py.
+every global batch of training.batch_size x world size; see sde_runtime/distributed.py.
 """
 from pathlib import Path
 
@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from models import EMA
 from runners.common import build_model, build_score_fn, build_sde, data_shape, get_device
 from runners.validate import validate_config
-from training import distributed
+from sde_runtime import distributed
+from sde_runtime.device import autocast_dtype, maybe_compile, set_tf32, with_autocast
 from training.checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries
 from training.loop import LoopSettings, TrainParts, restore_state, run_loop
 from training.losses import get_loss_fn
@@ -34,7 +35,7 @@ def _settings(config) -> LoopSettings:
     t, o = config.training, config.optim
     return LoopSettings(n_iters=t.n_iters, log_freq=t.log_freq, snapshot_freq=t.snapshot_freq,
                         sample_freq=t.sample_freq, keep_checkpoints=t.keep_checkpoints,
-                        max_nonfinite_steps=t.max_nonfinite_steps, debug_nan_steps=tuple(t.debug_nan_steps),
+                        max_nonfinite_steps=t.max_nonfinite_steps,
                         optim=OptimSettings(lr=o.lr, warmup=o.warmup, grad_clip=o.grad_clip))
 
 
@@ -52,51 +53,53 @@ class _ScaledBatches:
 
 
 def _data_stream(config, device):
-    import datasets
+    import sde_data
 
     d = config.data
-    data = datasets.load_dataset(d.dataset, split="train", root=d.root, image_size=d.image_size,
+    data = sde_data.load_dataset(d.dataset, split="train", root=d.root, image_size=d.image_size,
                                  num_channels=d.num_channels, download=d.download, n_samples=d.n_samples,
                                  seed=config.seed, **({"dim": d.dim} if d.dataset == "gaussian_mixture" else {}))
-    is_image = isinstance(data, datasets.ImageDataset)
-    stream = datasets.infinite_batches(data, config.training.batch_size, device=device,
+    is_image = isinstance(data, sde_data.ImageDataset)
+    stream = sde_data.infinite_batches(data, config.training.batch_size, device=device,
                                        generator=torch.Generator().manual_seed(config.seed),
                                        random_flip=d.random_flip and is_image,
                                        uniform_dequantization=d.uniform_dequantization and is_image,
                                        rank=distributed.rank(), world_size=distributed.world_size())
-    scaler = datasets.get_data_scaler(d.centered) if is_image else (lambda x: x)
+    scaler = sde_data.get_data_scaler(d.centered) if is_image else (lambda x: x)
     return stream, scaler
 
 
-def _grid_sampler(config, sde, ema: EMA, device):
-    """step -> a picture of config.training.grid_size samples from the EMA model."""
-    from evaluation.grid import scatter_image
+def _grid_saver(config, sde, ema: EMA, device, workdir: str):
+    """The loop's grid callback: step -> samples/samples_<step>.png of training.grid_size EMA samples."""
+    from evaluation.grid import save_image_grid, scatter_image
     from samplers import sample
-    import datasets
+    import sde_data
 
     shape = (config.training.grid_size, *data_shape(config))
-    score_fn = distributed.with_autocast(build_score_fn(config, sde, ema.model),
+    score_fn = with_autocast(build_score_fn(config, sde, ema.model),
                                          mixed_precision=config.training.mixed_precision, device=device)
     is_image = len(shape) == 4
-    inverse = datasets.get_data_inverse_scaler(config.data.centered)
+    inverse = sde_data.get_data_inverse_scaler(config.data.centered)
 
     @torch.no_grad()
-    def draw(step: int) -> torch.Tensor:
+    def save(step: int):
         g = torch.Generator(device=device).manual_seed(config.sampling.seed)
         s = config.sampling
         result = sample(s.method, score_fn, sde, shape, steps=s.steps, device=device, generator=g,
                         **s[s.method].to_dict())
-        return inverse(result.samples).clamp(0, 1) if is_image else scatter_image(result.samples)
+        images = inverse(result.samples).clamp(0, 1) if is_image else scatter_image(result.samples)
+        path = Path(workdir) / "samples" / f"samples_{step}.png"
+        return path, save_image_grid(images, path, upscale=4 if images.shape[-1] <= 32 else 1)
 
-    return draw
+    return save
 
 
 def _train_score_fn(config, sde, model, device):
     """The score function training differentiates: through DDP (gradient all-reduce), compiled and
     under autocast as configured; the plain `model` stays what the optimizer, EMA and checkpoints see."""
     t = config.training
-    network = distributed.maybe_compile(distributed.wrap_ddp(model, device), t.compile)
-    return distributed.with_autocast(build_score_fn(config, sde, network), mixed_precision=t.mixed_precision,
+    network = maybe_compile(distributed.wrap_ddp(model, device), t.compile)
+    return with_autocast(build_score_fn(config, sde, network), mixed_precision=t.mixed_precision,
                                      device=device)
 
 
@@ -108,9 +111,9 @@ def _say(message: str) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str | None = None) -> int:
     """Train (or resume) in workdir; returns the final step."""
     validate_config(config)
-    distributed.autocast_dtype(config.training.mixed_precision)  # a bad name fails before any work
+    autocast_dtype(config.training.mixed_precision)  # a bad name fails before any work
     device = get_device(config)
-    distributed.set_tf32(config.training.tf32, device)
+    set_tf32(config.training.tf32, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     sde = build_sde(config)
     stream, scaler = _data_stream(config, device)
@@ -122,7 +125,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str | None
                        score_fn=_train_score_fn(config, sde, model, device), batches=_ScaledBatches(stream, scaler),
                        generator=torch.Generator(device=device).manual_seed(config.seed),
                        extra_state=lambda: {"config": config.to_dict(), "data": stream.state_dict()},
-                       sample_grid=_grid_sampler(config, sde, ema, device),
+                       save_grid=_grid_saver(config, sde, ema, device, workdir),
                        loss_mean=distributed.all_reduce_mean if distributed.world_size() > 1 else None)
     start = _resume(config, parts, stream, workdir, device)
     if start >= config.training.n_iters:
@@ -137,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, eval_folder: str | None
 
 def _resume(config, parts: TrainParts, stream, workdir: str, device) -> int:
     """Restore the newest checkpoint (any world size) into parts and stream; returns its step (0 if none)."""
-    from datasets.loader import mix_seed
+    from sde_runtime.seeding import mix_seed
 
     ckpt_dir = Path(workdir) / "checkpoints"
     if distributed.is_main():

@@ -5,9 +5,10 @@ from models.registry import MODELS
 from models.score_fn import PREDICTIONS, TIME_INPUTS
 from sde_lib import SDES
 from training.losses import LOSSES
+from sde_runtime.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that is of the wrong type, out of range, or an unknown name."""
 
 
@@ -59,10 +60,10 @@ def _validate_model_sde(config) -> None:
 
 
 def _validate_data(config) -> None:
-    import datasets
+    import sde_data
 
     d = config.data
-    _one_of(d.dataset, "data.dataset", datasets.DATASETS)
+    _one_of(d.dataset, "data.dataset", sde_data.DATASETS)
     _int_at_least(config, "data.image_size", 1)
     _one_of(d.num_channels, "data.num_channels", (1, 3))
     _int_at_least(config, "data.dim", 1)

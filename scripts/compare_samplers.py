@@ -63,7 +63,7 @@ class OracleProblem:
     """Gaussian mixture (the toy data set's law) in `dim` dimensions: score, exact samples, density."""
 
     def __init__(self, dim: int, sde, n: int, seed: int):
-        from datasets import gaussian_mixture_params
+        from sde_data import gaussian_mixture_params
         from sde_lib.oracle import GaussianMixture
 
         self.sde, self.n, self.seed = sde, n, seed

@@ -7,11 +7,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from sde_runtime.errors import UserError
 
 _NAME = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file that is missing, truncated, corrupt or not a checkpoint."""
 
 

@@ -1,6 +1,7 @@
 """The training loop: steps, progress bar, TensorBoard, sample grids, checkpoints, resume.
 
-Data-parallel (training/distributed.py): every rank runs this loop in lock-step; only rank 0
+The loop knows nothing of sampling or images: it calls the `save_grid` callback it is given at
+the grid steps and shows what it returns in TensorBoard. Data-parallel (sde_runtime/distributed.py): every rank runs this loop in lock-step; only rank 0
 writes TensorBoard, checkpoints, grids and progress; the ranks agree every step on stopping.
 """
 import signal
@@ -10,16 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from models.ema import EMA
 from sde_lib.utils import ScoreFn
-from training import distributed
+from sde_runtime import distributed
 from training.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
 from training.losses import LossFn
 from training.step import OptimSettings, train_step
+from sde_runtime.errors import UserError
 
 
 @dataclass
@@ -31,7 +34,6 @@ class LoopSettings:
     sample_freq: int = 0          # 0: a grid only at the end
     keep_checkpoints: int = 3
     max_nonfinite_steps: int = 10   # consecutive NaN/Inf steps tolerated before stopping
-    debug_nan_steps: tuple = ()     # test hook: 1-based steps whose loss is made NaN
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(2e-4, 0, 1.0))
 
 
@@ -46,7 +48,7 @@ class TrainParts:
     batches: Iterator[torch.Tensor]
     generator: torch.Generator
     extra_state: Callable[[], dict]
-    sample_grid: Callable[[int], torch.Tensor]  # step -> images [B, C, H, W] in [0, 1] (or a 2-D plot)
+    save_grid: Callable[[int], tuple[Path, np.ndarray]]  # step -> (PNG written, picture [H, W, C] uint8)
     loss_mean: Callable[[torch.Tensor], torch.Tensor] | None = None  # data-parallel: mean of the loss over ranks
 
 
@@ -80,7 +82,7 @@ def restore_state(parts: TrainParts, state: dict) -> int:
 def _restore_global_rng(state: dict) -> None:
     """This rank's saved global RNG state; at another world size, rank 0's, and a fresh stream
     derived from (seed, step, rank) on the other ranks (their dropout masks must differ)."""
-    from datasets.loader import mix_seed
+    from sde_runtime.seeding import mix_seed
 
     per_rank, r = state["rng"].get("torch_per_rank"), distributed.rank()
     if per_rank is not None and len(per_rank) == distributed.world_size():
@@ -91,7 +93,7 @@ def _restore_global_rng(state: dict) -> None:
         torch.manual_seed(mix_seed(state.get("config", {}).get("seed", 0), int(state["step"]), r))
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Too many consecutive steps with a NaN or Inf loss or gradient."""
 
 
@@ -139,13 +141,9 @@ def _save(parts: TrainParts, workdir: Path, step: int, keep: int) -> Path:
     return path
 
 
-def _write_grid(parts: TrainParts, writer, workdir: Path, step: int) -> Path:
-    from evaluation.grid import save_image_grid
-
-    images = parts.sample_grid(step)
-    path = workdir / "samples" / f"samples_{step}.png"
-    grid = save_image_grid(images, path, upscale=4 if images.shape[-1] <= 32 else 1)
-    writer.add_image("samples", grid, step, dataformats="HWC")
+def _write_grid(parts: TrainParts, writer, step: int) -> Path:
+    path, picture = parts.save_grid(step)
+    writer.add_image("samples", picture, step, dataformats="HWC")
     return path
 
 
@@ -185,10 +183,9 @@ class _Loop:
     def train_one(self) -> None:
         """One step, then the periodic logging, checkpoint and grid it is due for."""
         s, parts = self.settings, self.parts
-        scale = float("nan") if self.step + 1 in s.debug_nan_steps else 1.0
         result = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn, parts.score_fn,
                             next(parts.batches), self.step, settings=s.optim, generator=parts.generator,
-                            loss_scale=scale, loss_mean=parts.loss_mean)
+                            loss_mean=parts.loss_mean)
         self.step += 1
         self.bar.update(1)
         if not self.guard.check(result.applied, self.step):
@@ -203,7 +200,7 @@ class _Loop:
             _save(parts, self.workdir, self.step, s.keep_checkpoints)
             self.last_saved = self.step
         if self.main and s.sample_freq and self.step % s.sample_freq == 0:
-            self.last_grid = _write_grid(parts, self.writer, self.workdir, self.step)
+            self.last_grid = _write_grid(parts, self.writer, self.step)
 
     def save_on_exit(self, error) -> None:
         """Keep the work since the last checkpoint, unless the run ended in persistent NaNs or,
@@ -237,7 +234,7 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
         raise SystemExit(f"stopped by SIGTERM at step {loop.step}; checkpoint saved, rerun the same command to resume")
     last_grid = loop.last_grid
     if loop.main and (last_grid is None or not last_grid.name.endswith(f"_{loop.step}.png")):
-        last_grid = _write_grid(parts, writer, workdir, loop.step)
+        last_grid = _write_grid(parts, writer, loop.step)
     _say(f"sample grid: {last_grid}")
     writer.close()
     return loop.step

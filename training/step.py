@@ -30,18 +30,17 @@ class StepResult:
 
 def train_step(model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
                score_fn: ScoreFn, batch: torch.Tensor, step: int, *, settings: OptimSettings,
-               generator: torch.Generator | None = None, loss_scale: float = 1.0,
+               generator: torch.Generator | None = None,
                loss_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepResult:
     """Take step `step` (0-based) on batch [B, *D]; a NaN/Inf loss or gradient skips the update.
 
-    `loss_scale` multiplies the loss (the NaN-injection test hook passes nan). Data-parallel:
-    `score_fn` wraps the DDP module (gradients arrive averaged over ranks) and `loss_mean` maps the
+    Data-parallel: `score_fn` wraps the DDP module (gradients arrive averaged over ranks) and `loss_mean` maps the
     local loss to its mean over ranks, so every rank reports the global loss and takes the same
     skip decision.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(score_fn, batch, generator).mean() * loss_scale
+    loss = loss_fn(score_fn, batch, generator).mean()
     loss.backward()
     if loss_mean is not None:
         loss = loss_mean(loss.detach())

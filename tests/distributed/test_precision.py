@@ -5,7 +5,7 @@ import torch
 
 from configs import toy_gmm
 from runners import train
-from training import distributed
+from sde_runtime import device as perf
 from training.checkpoint import load_checkpoint
 
 
@@ -20,21 +20,21 @@ def _config(mixed_precision):
 
 def test_defaults_leave_the_score_function_and_cpu_untouched():
     score_fn = lambda x, t: x  # noqa: E731
-    assert distributed.with_autocast(score_fn, mixed_precision="no", device=torch.device("cpu")) is score_fn
+    assert perf.with_autocast(score_fn, mixed_precision="no", device=torch.device("cpu")) is score_fn
     net = torch.nn.Linear(2, 2)
-    assert distributed.maybe_compile(net, False) is net
+    assert perf.maybe_compile(net, False) is net
     before = torch.backends.cuda.matmul.fp32_precision
-    distributed.set_tf32(True, torch.device("cpu"))  # TF32 is a CUDA option: nothing changes on the CPU
+    perf.set_tf32(True, torch.device("cpu"))  # TF32 is a CUDA option: nothing changes on the CPU
     assert torch.backends.cuda.matmul.fp32_precision == before
     with pytest.raises(ValueError, match="mixed_precision='fp8'.*'bf16'"):
-        distributed.autocast_dtype("fp8")
+        perf.autocast_dtype("fp8")
 
 
 def test_bf16_autocast_runs_the_network_in_bf16_and_returns_float32():
     seen = []
     net = torch.nn.Linear(4, 4)
     net.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    score_fn = distributed.with_autocast(lambda x, t: net(x), mixed_precision="bf16", device=torch.device("cpu"))
+    score_fn = perf.with_autocast(lambda x, t: net(x), mixed_precision="bf16", device=torch.device("cpu"))
     out = score_fn(torch.randn(3, 4), torch.rand(3))
     assert seen == [torch.bfloat16] and out.dtype == torch.float32
 

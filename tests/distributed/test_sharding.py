@@ -4,7 +4,7 @@ of the losses drawn for the global batch."""
 import pytest
 import torch
 
-from datasets import ImageDataset, ToyDataset, infinite_batches
+from sde_data import ImageDataset, ToyDataset, infinite_batches
 from sde_lib import get_sde
 from training.losses import get_loss_fn
 

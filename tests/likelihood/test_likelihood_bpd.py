@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from datasets.scalers import uniform_dequantize
+from sde_data.scalers import uniform_dequantize
 from likelihood import bits_per_dim, bpd_from_logp
 from sde_lib import VPSDE
 from sde_lib.oracle import GaussianMixture

@@ -72,7 +72,7 @@ def test_sigkill_three_times_and_sigterm_once_resume_to_identical_weights(tmp_pa
     assert not list((workdir / "checkpoints").glob(".checkpoint_*"))  # no temporaries left behind
 
 
-def _toy_config(n_iters, nan_steps, max_nonfinite=10):
+def _toy_config(n_iters, max_nonfinite=10):
     config = toy_gmm.get_config()
     config.training.n_iters = n_iters
     config.training.batch_size = 16
@@ -80,13 +80,33 @@ def _toy_config(n_iters, nan_steps, max_nonfinite=10):
     config.training.grid_size = 8
     config.sampling.steps = 2
     config.model.width = 16
-    config.training.debug_nan_steps = nan_steps
     config.training.max_nonfinite_steps = max_nonfinite
     return config
 
 
-def test_a_nan_step_is_skipped_and_counted(tmp_path, capsys):
-    train.run(_toy_config(5, (3,)), str(tmp_path))
+@pytest.fixture
+def nan_at(monkeypatch):
+    """nan_at(steps): the training loss of those 1-based steps becomes NaN (the loss the runner builds, wrapped)."""
+    def inject(steps):
+        build = train._loss_fn
+
+        def wrapped_build(config, sde):
+            loss_fn, calls = build(config, sde), [0]
+
+            def loss(score_fn, x0, generator=None):
+                calls[0] += 1
+                out = loss_fn(score_fn, x0, generator)
+                return out * float("nan") if calls[0] in steps else out
+
+            return loss
+
+        monkeypatch.setattr(train, "_loss_fn", wrapped_build)
+    return inject
+
+
+def test_a_nan_step_is_skipped_and_counted(tmp_path, capsys, nan_at):
+    nan_at((3,))
+    train.run(_toy_config(5), str(tmp_path))
     captured = capsys.readouterr()
     assert "step 3: non-finite loss or gradient, update skipped (1 so far)" in captured.out + captured.err
     state = load_checkpoint(tmp_path / "checkpoints" / "checkpoint_5.pth")
@@ -94,9 +114,10 @@ def test_a_nan_step_is_skipped_and_counted(tmp_path, capsys):
     assert state["ema"]["num_updates"] == 4  # the NaN step updated neither the weights nor the EMA
 
 
-def test_persistent_nans_stop_the_run_naming_step_and_checkpoint(tmp_path):
+def test_persistent_nans_stop_the_run_naming_step_and_checkpoint(tmp_path, nan_at):
+    nan_at((5, 6, 7))
     with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite steps ending at step 7.*checkpoint_4\.pth"):
-        train.run(_toy_config(20, (5, 6, 7), max_nonfinite=3), str(tmp_path))
+        train.run(_toy_config(20, max_nonfinite=3), str(tmp_path))
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")][-1] == "checkpoint_4.pth"
 
 

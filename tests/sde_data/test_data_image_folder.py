@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import load_dataset
+from sde_data import load_dataset
 
 
 def save(path, array, mode="RGB"):

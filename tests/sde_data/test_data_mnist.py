@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import datasets.mnist as mnist
-from datasets import DatasetNotFoundError, load_dataset
-from datasets.mnist import FILES, parse_idx
-from datasets.resize import resize_images
+import sde_data.mnist as mnist
+from sde_data import DatasetNotFoundError, load_dataset
+from sde_data.mnist import FILES, parse_idx
+from sde_data.resize import resize_images
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

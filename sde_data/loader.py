@@ -2,22 +2,16 @@
 ordered evaluation pass. No DataLoader workers: the data are tensors indexed by a permutation."""
 from __future__ import annotations
 
-import hashlib
 from typing import Iterator, Union
 
 import torch
 from torch import Tensor
 
-from datasets.scalers import random_hflip, to_unit_float, uniform_dequantize
-from datasets.types import ImageDataset, ToyDataset
+from sde_data.scalers import random_hflip, to_unit_float, uniform_dequantize
+from sde_data.types import ImageDataset, ToyDataset
+from sde_runtime.seeding import mix_seed
 
 Dataset = Union[ImageDataset, ToyDataset]
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (stable across runs, machines and Python versions)."""
-    digest = hashlib.blake2b(repr(tuple(int(v) for v in values)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def _check_rank(rank: int, world_size: int) -> None:

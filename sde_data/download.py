@@ -7,12 +7,13 @@ import shutil
 import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
+from sde_runtime.errors import UserError
 
 ASSETS_ENV = "SCORESDE_ASSETS"  # overrides the default assets folder
 DEFAULT_ASSETS = "~/.cache/scoresde-assets"  # where ../shared/scripts/offline_assets.py puts them
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The data files are absent and could not (or may not) be downloaded."""
 
 

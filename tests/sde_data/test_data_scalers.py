@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from datasets import (get_data_inverse_scaler, get_data_scaler, random_hflip, to_unit_float,
+from sde_data import (get_data_inverse_scaler, get_data_scaler, random_hflip, to_unit_float,
                       uniform_dequantize)
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from datasets import DATASETS, ImageDataset, ToyDataset, gaussian_mixture_params, load_dataset
+from sde_data import DATASETS, ImageDataset, ToyDataset, gaussian_mixture_params, load_dataset
 
 TOYS = ["gaussian_mixture", "two_moons", "swiss_roll", "checkerboard"]
 

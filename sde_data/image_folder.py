@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.types import ImageDataset
+from sde_data.types import ImageDataset
 
 MODES = {1: "L", 3: "RGB"}  # num_channels -> Pillow mode
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from datasets.resize import resize_images
-from datasets.types import ImageDataset
+from sde_data.resize import resize_images
+from sde_data.types import ImageDataset
 
 NUM_TEST = 297  # fixed split: the first 1500 images train, the last 297 test (disjoint)
 

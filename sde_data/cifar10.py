@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.download import (DownloadError, default_root, download_file, file_digest,
+from sde_data.download import (DownloadError, default_root, download_file, file_digest,
                                not_found_error)
-from datasets.types import ImageDataset
+from sde_data.types import ImageDataset
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}

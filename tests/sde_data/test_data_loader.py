@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from datasets import ImageDataset, ToyDataset, eval_batches, infinite_batches
+from sde_data import ImageDataset, ToyDataset, eval_batches, infinite_batches
 
 N = 23
 

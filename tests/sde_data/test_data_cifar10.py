@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import datasets.cifar10 as cifar10
-from datasets import DatasetNotFoundError, load_dataset
-from datasets.cifar10 import BATCHES, FOLDER, read_batch
+import sde_data.cifar10 as cifar10
+from sde_data import DatasetNotFoundError, load_dataset
+from sde_data.cifar10 import BATCHES, FOLDER, read_batch
 
 
 def write_batches(directory, n_per_batch=3, *, protocol=2):

@@ -1,26 +1,23 @@
-"""Data-parallel plumbing on torch.distributed: process group from torchrun's environment,
-rank helpers, rank-0-only side effects, and the performance options (bf16 autocast,
-torch.compile, TF32) shared by training and sampling.
+"""Data-parallel plumbing on torch.distributed: the process group from torchrun's environment,
+rank helpers, collectives and DDP, for training, sampling and evaluation alike.
 
 Launch with `torchrun --nproc_per_node=N main.py ...`: torchrun sets RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and `process_group(config)` (used by main.py) joins the
-group: NCCL when the run is on CUDA, gloo on CPUs. Without those variables everything here is a
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and `init_process_group` (called through
+`runners.common.process_group(config)` by main.py) joins the group: NCCL when the run is on
+CUDA, gloo on CPUs. Without those variables everything here is a
 no-op for one process (rank 0 of 1), so the runners and tests run unchanged in-process.
 Every helper that is a collective (`barrier`, `all_reduce_mean`, `any_rank`, `gather_objects`)
 must be reached by every rank in the same order, or the group hangs until its timeout.
 """
-import contextlib
 import datetime
 import os
 import warnings
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 BACKENDS = ("auto", "nccl", "gloo")
-MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16}  # config.training.mixed_precision -> autocast dtype
 
 
 def launched_by_torchrun() -> bool:
@@ -84,23 +81,6 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-@contextlib.contextmanager
-def process_group(config) -> Iterator[None]:
-    """Run the body inside torchrun's process group, configured by config.distributed.
-
-    After an error the group is left to die with the process: a clean teardown would need the
-    peers, which may be gone (and NCCL's destroy can block on a broken communicator).
-    """
-    from runners.common import get_device
-
-    c = config.distributed
-    started = init_process_group(backend=c.backend, timeout_seconds=c.timeout_seconds,
-                                 device_type=get_device(config).type)
-    yield
-    if started:
-        destroy_process_group()
-
-
 def barrier() -> None:
     """Wait until every rank gets here (no-op in one process)."""
     if world_size() > 1:
@@ -150,53 +130,3 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
-
-
-# --- performance options (config.training.mixed_precision / compile / tf32) -----------------
-
-def set_tf32(enabled: bool, device: torch.device) -> None:
-    """TF32 matmuls and convolutions on CUDA (Ampere and newer); nothing on other devices."""
-    if device.type != "cuda":
-        return  # CPU float32 stays exact
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9 spelling
-        matmul.fp32_precision = "tf32" if enabled else "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "tf32" if enabled else "ieee"
-    else:
-        matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
-
-
-def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
-    """The autocast dtype of config.training.mixed_precision ('no' -> None)."""
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"config.training.mixed_precision={mixed_precision!r} is invalid: "
-                         f"expected one of {list(MIXED_PRECISION)}")
-    return MIXED_PRECISION[mixed_precision]
-
-
-def with_autocast(score_fn: Callable, *, mixed_precision: str, device: torch.device) -> Callable:
-    """score_fn run under torch.autocast (bf16), output back in float32; unchanged for 'no'.
-
-    Only the network runs in bf16: the loss, the sampler's update and the SDE coefficients stay
-    float32 (float32 in, float32 out), which is where the precision matters.
-    """
-    dtype = autocast_dtype(mixed_precision)
-    if dtype is None:
-        return score_fn
-
-    def score_fn_amp(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            out = score_fn(x, t)
-        return out.to(x.dtype)
-
-    return score_fn_amp
-
-
-def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
-    """torch.compile(model) when enabled (config.training.compile), else model.
-
-    The compiled module shares the parameters of `model`, so optimizer, EMA and checkpoints keep
-    using the plain module; only the forward passes go through the compiled graph.
-    """
-    return torch.compile(model) if enabled else model

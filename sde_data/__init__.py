@@ -8,16 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Union
 
-from datasets.cifar10 import load_cifar10
-from datasets.digits import load_digits
-from datasets.download import DatasetNotFoundError, default_root
-from datasets.image_folder import load_image_folder
-from datasets.loader import InfiniteBatches, eval_batches, infinite_batches
-from datasets.mnist import load_mnist
-from datasets.scalers import (get_data_inverse_scaler, get_data_scaler, random_hflip,
+from sde_data.cifar10 import load_cifar10
+from sde_data.digits import load_digits
+from sde_data.download import DatasetNotFoundError, default_root
+from sde_data.image_folder import load_image_folder
+from sde_data.loader import InfiniteBatches, eval_batches, infinite_batches
+from sde_data.mnist import load_mnist
+from sde_data.scalers import (get_data_inverse_scaler, get_data_scaler, random_hflip,
                               to_unit_float, uniform_dequantize)
-from datasets.toy import TOYS, gaussian_mixture_params
-from datasets.types import ImageDataset, ToyDataset, check_image_shape
+from sde_data.toy import TOYS, gaussian_mixture_params
+from sde_data.types import ImageDataset, ToyDataset, check_image_shape
 
 Dataset = Union[ImageDataset, ToyDataset]
 SPLITS = ("train", "test")

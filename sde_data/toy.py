@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datasets.types import ToyDataset
+from sde_data.types import ToyDataset
 
 # Affine standardisation (centre, per-axis scale) for the sklearn sets, measured once on 10^6
 # samples with the default noise; fixed constants keep train and test on the same scale.

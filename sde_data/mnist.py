@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.download import DownloadError, default_root, download_file, not_found_error
-from datasets.resize import resize_images
-from datasets.types import ImageDataset
+from sde_data.download import DownloadError, default_root, download_file, not_found_error
+from sde_data.resize import resize_images
+from sde_data.types import ImageDataset
 
 FILES = {  # split -> (images, labels), without the .gz suffix
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
