@@ -55,16 +55,58 @@ class AttnBlock(nn.Module):
         return x + self.proj(h.transpose(1, 2).reshape(B, C, H, W))
 
 
+class ClassEmbedding(nn.Module):
+    """Class labels [B] -> a vector [B, dim] added to the time embedding; index num_classes is the
+    null label (no class: the unconditional score). Starts at zero, so a fresh conditional network
+    is the unconditional one."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1 for a class embedding, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, class_labels: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        if class_labels is None:  # no labels: the null label for every sample
+            class_labels = torch.full((like.shape[0],), self.num_classes, device=like.device, dtype=torch.long)
+        return self.table(class_labels.to(like.device)).to(like.dtype)
+
+
+def class_embedding(num_classes: int, dim: int) -> ClassEmbedding | None:
+    """The label embedding of a class-conditional network, None for num_classes = 0 (unconditional)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+    return ClassEmbedding(num_classes, dim) if num_classes else None
+
+
+def add_class_embedding(temb: torch.Tensor, embedding: ClassEmbedding | None, class_labels) -> torch.Tensor:
+    """temb + the class embedding (the null label when class_labels is None); unchanged without one."""
+    if embedding is None:
+        if class_labels is not None:
+            raise ValueError("class_labels were given to an unconditional network (num_classes=0)")
+        return temb
+    return temb + embedding(class_labels, temb)
+
+
 class SmallUNet(nn.Module):
-    """model(x [B, C, H, W], label [B]) -> [B, C, H, W]; H = W must divide by 2^(len(ch_mult)-1)."""
+    """model(x [B, C, H, W], label [B], class_labels [B] | None) -> [B, C, H, W]; H = W must divide by
+    2^(len(ch_mult)-1). `num_classes` > 0 adds a class embedding to the time embedding (class_labels
+    None or num_classes: the null label); 0 (the default) is unconditional, with no extra weights."""
 
     def __init__(self, image_size: int = 8, num_channels: int = 1, nf: int = 64, ch_mult=(1, 2),
-                 num_res_blocks: int = 2, attn_resolutions=(), dropout: float = 0.0):
+                 num_res_blocks: int = 2, attn_resolutions=(), dropout: float = 0.0, num_classes: int = 0):
         super().__init__()
         levels = len(ch_mult)
         if levels < 1 or image_size % (2 ** (levels - 1)) != 0:
             raise ValueError(f"image_size={image_size} must be divisible by 2^(len(ch_mult)-1)={2 ** (levels - 1)}"
                              f" for ch_mult={tuple(ch_mult)}")
+        resolutions = [image_size // 2 ** i for i in range(levels)]
+        unknown = [r for r in attn_resolutions if r not in resolutions]
+        if unknown:
+            raise ValueError(f"attn_resolutions={tuple(attn_resolutions)} contains {unknown}, which is not a resolution "
+                             f"of this U-Net; expected values from {resolutions}")
         self.image_size, self.num_channels, self.nf = image_size, num_channels, nf
         temb_dim = 4 * nf
         self.temb_mlp = nn.Sequential(nn.Linear(nf, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
@@ -89,17 +131,20 @@ class SmallUNet(nn.Module):
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
                 res *= 2
         self.norm_out, self.conv_out = _norm(ch), nn.Conv2d(ch, num_channels, 3, padding=1)
+        self.num_classes = num_classes
+        self.class_embed = class_embedding(num_classes, temb_dim)  # created last: the other weights' init is unchanged
 
     @staticmethod
     def _block(in_ch, out_ch, temb_dim, dropout, attn):
         res = ResBlock(in_ch, out_ch, temb_dim, dropout)
         return nn.ModuleList([res, AttnBlock(out_ch)]) if attn else nn.ModuleList([res])
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, label: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.num_channels, self.image_size, self.image_size):
             raise ValueError(f"SmallUNet expects x of shape [B, {self.num_channels}, {self.image_size}, "
                              f"{self.image_size}], got {tuple(x.shape)}")
         temb = self.temb_mlp(sinusoidal_embedding(label, self.nf).to(x.dtype))
+        temb = add_class_embedding(temb, self.class_embed, class_labels)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:

@@ -3,6 +3,9 @@
     from samplers import sample, METHODS
     result = sample("dpm_solver", score_fn, sde, (64, 2), steps=10, generator=g)
     result.samples, result.nfe
+
+Conditional generation on top: `samplers.inpaint`, `samplers.colorize` (samplers/inpainting.py)
+and the guided score functions of `samplers.guidance`.
 """
 import inspect
 
@@ -12,6 +15,8 @@ from samplers.ddim import ddim_sampler
 from samplers.ddpm import ddpm_sampler
 from samplers.dpm_solver import dpm_solver_sampler
 from samplers.heun import heun_sampler
+from samplers import guidance
+from samplers.inpainting import colorize, inpaint
 from samplers.noise import Noise
 from samplers.ode import ode_sampler
 from samplers.pc import pc_sampler
@@ -85,4 +90,4 @@ def sample(method: str, score_fn: ScoreFn, sde: SDE, shape, /, *, steps: int | N
     return SampleResult(samples=x0, nfe=counted.calls, method=method)
 
 
-__all__ = ["sample", "METHODS", "method_options", "SampleResult"]
+__all__ = ["sample", "METHODS", "method_options", "SampleResult", "inpaint", "colorize", "guidance"]

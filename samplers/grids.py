@@ -36,6 +36,8 @@ def log_snr_t(sde: SDE, steps: int, *, t_max: float, t_min: float, power: float 
 
 def karras_sigmas(steps: int, *, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) noise levels sigma_max -> sigma_min, uniform in sigma^(1/rho) (float64 [steps])."""
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0 (Karras et al. use 7), got {rho!r}")
     if steps == 1:
         return torch.tensor([sigma_max], dtype=torch.float64)
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)

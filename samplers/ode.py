@@ -11,7 +11,7 @@ from samplers.grids import drift_coefficients, marginals, time_grid
 from samplers.rk import TABLEAUS, integrate, rms_norm
 from samplers.validate import check_eps, choose
 from sde_lib import SDE
-from sde_lib.utils import ScoreFn, as_time, batch_broadcast
+from sde_lib.utils import ScoreFn, as_time, batch_broadcast, restrict_rows
 
 FIXED = ("euler", "heun")
 # solver="auto" with steps: Heun from this budget on, Euler below. Paired distance to the exact
@@ -47,9 +47,12 @@ def fixed_step(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, ts: list[float], *,
 def adaptive(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float, solver: str, rtol: float,
              atol: float) -> tuple[torch.Tensor, int]:
     """Solve from T to eps per sample in tau = T - t; returns x at eps and the batched evaluations."""
+    B = x.shape[0]
+
     def func(tau, y, rows):
         t = (sde.T - tau).to(y[0].dtype)
-        return (-flow_drift(score_fn, sde, y[0], t),)                  # dx/dtau = -dx/dt
+        score = score_fn if rows.numel() == B else restrict_rows(score_fn, rows)  # the running samples only
+        return (-flow_drift(score, sde, y[0], t),)                     # dx/dtau = -dx/dt
 
     sol = integrate(func, (x,), sde.T - eps, method=solver, rtol=rtol, atol=atol, norm=rms_norm(rtol, atol))
     return sol.y[0], sol.nfe

@@ -5,7 +5,7 @@ from samplers.correctors import CORRECTORS
 from samplers.grids import uniform_t
 from samplers.noise import Noise
 from samplers.predictors import PREDICTORS
-from samplers.validate import check_eps, check_positive_int, choose
+from samplers.validate import check_eps, check_positive_float, check_positive_int, choose
 from sde_lib import SDE
 from sde_lib.utils import ScoreFn
 
@@ -27,7 +27,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, steps: int | Non
     if correct is not None and probability_flow:
         raise ValueError("a corrector adds noise, which defeats probability_flow=True; use corrector='none'")
     check_eps(eps, sde.T)
-    n_steps_each = check_positive_int("n_steps_each", n_steps_each)
+    n_steps_each, snr = check_positive_int("n_steps_each", n_steps_each), check_positive_float("snr", snr)
     steps = sde.N if steps is None else steps
     grid = uniform_t(steps, t_max=sde.T, t_min=eps).tolist()
     x_mean = x

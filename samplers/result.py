@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sde_lib.utils import ScoreFn, uses_discrete_schedule
+from sde_lib.utils import ScoreFn, restrict_rows, uses_discrete_schedule
 
 
 @dataclass
@@ -18,11 +18,16 @@ class SampleResult:
 class CountingScore:
     """Wrap score_fn(x, t) and count its calls on the host (a Python int: no device sync)."""
 
-    def __init__(self, score_fn: ScoreFn):
+    def __init__(self, score_fn: ScoreFn, *, counts_for: "CountingScore | None" = None):
         self.score_fn = score_fn
         self.calls = 0
+        self.counts_for = counts_for or self  # a restricted copy counts into the counter it came from
         self.discrete_schedule = uses_discrete_schedule(score_fn)  # passed on to the samplers
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.counts_for.calls += 1
         return self.score_fn(x, t)
+
+    def restrict(self, rows: torch.Tensor) -> "CountingScore":
+        """The score of the batch rows `rows` only, counted here (`sde_lib.restrict_rows`)."""
+        return CountingScore(restrict_rows(self.score_fn, rows), counts_for=self.counts_for)

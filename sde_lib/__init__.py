@@ -1,6 +1,6 @@
 """Forward SDEs (VP, sub-VP, VE), their discretizations and reverses (MATH.md §1-3)."""
 from sde_lib.base import SDE, ReverseSDE
-from sde_lib.utils import ScoreFn, batch_broadcast, uses_discrete_schedule
+from sde_lib.utils import ScoreFn, batch_broadcast, restrict_rows, uses_discrete_schedule
 from sde_lib.ve import VESDE
 from sde_lib.vp import VPSDE, subVPSDE
 
@@ -15,4 +15,5 @@ def get_sde(name: str, **kwargs) -> SDE:
     return SDES[key](**kwargs)
 
 
-__all__ = ["SDE", "ReverseSDE", "VPSDE", "subVPSDE", "VESDE", "SDES", "get_sde", "ScoreFn", "batch_broadcast", "uses_discrete_schedule"]
+__all__ = ["SDE", "ReverseSDE", "VPSDE", "subVPSDE", "VESDE", "SDES", "get_sde", "ScoreFn", "batch_broadcast",
+           "restrict_rows", "uses_discrete_schedule"]

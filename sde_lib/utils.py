@@ -33,3 +33,12 @@ def uses_discrete_schedule(score_fn: ScoreFn) -> bool:
     attribute, and wrappers around a score function (counters, guidance) pass it on.
     """
     return bool(getattr(score_fn, "discrete_schedule", False))
+
+
+def restrict_rows(score_fn: ScoreFn, rows: torch.Tensor) -> ScoreFn:
+    """score_fn for the batch rows `rows` [b] only, for samplers that evaluate a subset of the batch.
+
+    A score with per-row state (per-sample labels) implements `restrict(rows)`; any other is its
+    own restriction.
+    """
+    return score_fn.restrict(rows) if hasattr(score_fn, "restrict") else score_fn

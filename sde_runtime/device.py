@@ -45,22 +45,38 @@ def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
     return MIXED_PRECISION[mixed_precision]
 
 
+class _Autocast:
+    """score_fn under torch.autocast, its output back in the input's dtype.
+
+    Passes on what samplers and losses read from the score function it wraps: `discrete_schedule`,
+    and the per-row helpers of a class-conditional network (`with_labels`, `restrict`).
+    """
+
+    def __init__(self, score_fn: Callable, device_type: str, dtype: torch.dtype):
+        self.score_fn, self.device_type, self.dtype = score_fn, device_type, dtype
+        self.discrete_schedule = getattr(score_fn, "discrete_schedule", False)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            out = self.score_fn(x, t)
+        return out.to(x.dtype)
+
+    def with_labels(self, labels: torch.Tensor, **options) -> "_Autocast":
+        return _Autocast(self.score_fn.with_labels(labels, **options), self.device_type, self.dtype)
+
+    def restrict(self, rows: torch.Tensor) -> "_Autocast":
+        inner = self.score_fn.restrict(rows) if hasattr(self.score_fn, "restrict") else self.score_fn
+        return _Autocast(inner, self.device_type, self.dtype)
+
+
 def with_autocast(score_fn: Callable, *, mixed_precision: str, device: torch.device) -> Callable:
-    """score_fn run under torch.autocast (bf16), output back in float32; unchanged for 'no'.
+    """score_fn run under torch.autocast (bf16), output back in float32; score_fn itself for 'no'.
 
     Only the network runs in bf16: the loss, the sampler's update and the SDE coefficients stay
     float32 (float32 in, float32 out), which is where the precision matters.
     """
     dtype = autocast_dtype(mixed_precision)
-    if dtype is None:
-        return score_fn
-
-    def score_fn_amp(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            out = score_fn(x, t)
-        return out.to(x.dtype)
-
-    return score_fn_amp
+    return score_fn if dtype is None else _Autocast(score_fn, device.type, dtype)
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

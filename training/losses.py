@@ -103,6 +103,30 @@ def ddpm_loss(sde: SDE, *, reduce_mean: bool = True, rank: int = 0, world_size: 
     return discrete_loss(sde, reduce_mean=reduce_mean, rank=rank, world_size=world_size)
 
 
+def conditional_loss(loss_fn: LossFn, *, num_classes: int, label_dropout: float = 0.1, rank: int = 0,
+                     world_size: int = 1) -> LossFn:
+    """Class-conditional training with any loss above: batch = (x0 [B, *D], labels [B] int64).
+
+    Each label is replaced by the null label `num_classes` with probability `label_dropout`, so one
+    network learns the class-conditional and the unconditional score (classifier-free guidance,
+    Ho & Salimans 2022); then `loss_fn(score_fn.with_labels(labels), x0, generator)`. score_fn is a
+    `models.NetworkScore`. The dropout draw comes first from the generator (for the whole global
+    batch, sliced as in the module docstring); the unconditional losses are unchanged.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1 for conditional training, got {num_classes!r}")
+    if not 0 <= label_dropout <= 1:
+        raise ValueError(f"label_dropout must be a probability in [0, 1], got {label_dropout!r}")
+
+    def loss(score_fn, batch, generator=None):
+        x0, labels = batch
+        u = _shard(lambda m: torch.rand(m, generator=generator, device=x0.device), x0.shape[0], rank, world_size)
+        labels = torch.where(u < label_dropout, num_classes, labels.to(x0.device))
+        return loss_fn(score_fn.with_labels(labels, check=False), x0, generator)
+
+    return loss
+
+
 LOSSES = {"dsm": dsm_loss, "smld": smld_loss, "ddpm": ddpm_loss}
 
 
