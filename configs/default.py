@@ -22,6 +22,9 @@ def _training() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3        # newest checkpoints kept on disk (0 = all)
     c.grid_size = 64              # images in each sample grid
     c.max_nonfinite_steps = 10    # consecutive NaN/Inf losses or gradients (each skipped) before stopping
+    c.label_dropout = 0.1         # class-conditional networks: probability of the null label per sample
+                                  # (classifier-free guidance needs the unconditional score too)
+    c.allow_config_change = False  # resume a checkpoint trained with other result-changing fields (else refused)
     # Performance options (GPU); the defaults keep CPU runs bitwise exact.
     c.mixed_precision = "no"      # "no" or "bf16": the network's forward under torch.autocast (training and sampling)
     c.compile = False             # torch.compile the network for training and sampling (first steps are slow)
@@ -50,6 +53,7 @@ def _model() -> ml_collections.ConfigDict:
                                   # the chain's alpha_i, sigma_i; ddpm / ddim then step on the chain
     c.ema_rate = 0.999            # EMA decay of the weights used for sampling and evaluation
     c.dropout = 0.0
+    c.num_classes = 0             # classes of a class-conditional network (0: unconditional); unet_small, mlp
     # U-Nets (unet_small, ncsnpp, ddpm)
     c.nf = 32                     # base channel count
     c.ch_mult = (1, 2)            # channel multiplier per resolution level
@@ -111,6 +115,10 @@ def _sampling() -> ml_collections.ConfigDict:
     c.batch_size = 256            # samples per batch in --mode sample / eval
     c.num_samples = 1024          # samples written by --mode sample
     c.seed = 0                    # sample k uses its own generator seeded with (seed, k)
+    # Class-conditional networks (model.num_classes > 0) and classifier guidance (README, Controllable generation)
+    c.classes = placeholder(tuple)  # the classes samples cycle through (None: sample k gets class k % num_classes)
+    c.guidance_scale = 1.0        # classifier-free guidance: 1 = the conditional score, 0 = unconditional
+    c.classifier_scale = 0.0      # classifier guidance with <workdir>/classifier (--mode train_classifier); 0 = off
     # One block of options per method, with the sampler's own defaults (see each sampler's
     # docstring); only the chosen method's block is passed to it: --config.sampling.pc.snr=0.1
     from samplers import METHODS, method_options
@@ -152,6 +160,53 @@ def _eval() -> ml_collections.ConfigDict:
     return c
 
 
+def _classifier() -> ml_collections.ConfigDict:
+    """config.classifier: the noise-conditional classifier and its training (runners/train_classifier.py)."""
+    c = ml_collections.ConfigDict()
+    c.name = "unet_encoder"       # models.classifier.CLASSIFIERS: "unet_encoder" (images) or "mlp" (flat data)
+    c.num_classes = 10            # classes of the data's labels (digits, MNIST, CIFAR-10: 10)
+    c.nf = 32                     # unet_encoder: base channels
+    c.ch_mult = (1, 2)            # unet_encoder: channel multiplier per level
+    c.num_res_blocks = 1          # unet_encoder: residual blocks per level
+    c.width = 128                 # mlp: hidden width
+    c.depth = 2                   # mlp: hidden layers
+    c.dropout = 0.0
+    c.time_scale = 999.0          # the network sees t x time_scale (as the score networks)
+    c.eps = 1e-5                  # smallest training time t ~ U(eps, T)
+    c.n_iters = 2000              # optimisation steps (a larger value continues a finished run)
+    c.batch_size = 128
+    c.lr = 1e-3
+    c.warmup = 100
+    c.grad_clip = 1.0
+    c.ema_rate = 0.999
+    c.log_freq = 25
+    c.snapshot_freq = 500         # checkpoints under <workdir>/classifier/checkpoints/
+    c.keep_checkpoints = 3
+    c.eval_freq = 0               # steps between accuracy pictures (0: only at the end)
+    return c
+
+
+def _condition() -> ml_collections.ConfigDict:
+    """config.condition: --mode inpaint / --mode colorize on the test images (runners/condition.py)."""
+    c = ml_collections.ConfigDict()
+    c.method = "smc"              # samplers.inpainting.METHODS: "smc" (particle filter) or "replacement" (the paper's)
+    c.steps = 100                 # steps from T to eps
+    c.smc = ml_collections.ConfigDict({"particles": 30, "ess_threshold": 0.5, "variance": "gaussian",
+                                       "sigma_data": 0.5, "grid": "uniform", "eps": 1e-3,
+                                       "max_batch": placeholder(int)})  # max_batch: rows per score call
+    c.replacement = ml_collections.ConfigDict({"predictor": "reverse_diffusion", "corrector": "none", "snr": 0.16,
+                                               "n_steps_each": 1, "replace_at": "next", "eps": 1e-3,
+                                               "max_batch": placeholder(int)})
+    c.mask = "right_half"         # inpaint: "right_half", "left_half", "bottom_half", "center" (middle half square),
+                                  # "random" (each pixel hidden with probability 1 - observed_fraction)
+    c.observed_fraction = 0.25    # mask="random" only
+    c.num_images = 16             # test images to complete (the first ones of the split)
+    c.batch_size = 16             # images per shard (samples are per-image seeded: results do not depend on it)
+    c.split = "test"
+    c.seed = 0                    # image k's sampler uses its own generator seeded with (seed, k)
+    return c
+
+
 def _distributed() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # Used only under torchrun (main.py joins its process group); one process ignores them.
@@ -173,5 +228,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = _data()
     config.sampling = _sampling()
     config.eval = _eval()
+    config.classifier = _classifier()
+    config.condition = _condition()
     config.distributed = _distributed()
     return config

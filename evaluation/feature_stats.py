@@ -97,23 +97,38 @@ def _batches(images: Images, batch_size: int) -> Iterator[Tensor]:
             yield _as_tensor(batch[start:start + batch_size])
 
 
-def _num_batches(images: Images, batch_size: int) -> int | None:
-    """Number of batches for the progress bar, when it is known without consuming the input."""
+def _num_images(images: Images) -> int | None:
+    """Number of images for the progress bar, when it is known without consuming the input."""
     if isinstance(images, (Tensor, np.ndarray)):
-        return -(-images.shape[0] // batch_size)
-    return len(images) if hasattr(images, "__len__") else None
+        return images.shape[0]
+    if isinstance(images, (list, tuple)) and all(isinstance(b, (Tensor, np.ndarray)) for b in images):
+        return sum(b.shape[0] for b in images)
+    return None
+
+
+def _with_bar(batches: Iterator[Tensor], total: int | None, desc: str) -> Iterator[Tensor]:
+    """The batches, moving a tqdm bar in images (with an ETA when the total is known) as each is taken."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
 
 
 def extract_features(images: Images, model: torch.nn.Module, batch_size: int = DEFAULT_BATCH_SIZE, *,
-                     keep_features: bool = False, progress: bool = False) -> tuple[RunningMoments, Tensor | None]:
-    """Stream images through `model`: running moments of features `[N, 2048]`, plus them if asked."""
+                     keep_features: bool = False, progress: bool = False, num_images: int | None = None,
+                     desc: str = "inception features") -> tuple[RunningMoments, Tensor | None]:
+    """Stream images through `model`: running moments of features `[N, 2048]`, plus them if asked.
+
+    `progress`: a tqdm bar in images; `num_images` gives it its total when `images` is an iterable.
+    """
     device = next(model.parameters()).device
     moments, kept = None, []
     lo = hi = None  # running min / max on the device: checked once at the end, no per-batch sync
     batches = _batches(images, batch_size)
     if progress:
-        from tqdm import tqdm
-        batches = tqdm(batches, desc="inception features", unit="batch", total=_num_batches(images, batch_size))
+        batches = _with_bar(batches, _num_images(images) or num_images, desc)
     with torch.inference_mode():
         for i, batch in enumerate(batches):
             x = to_unit_images(batch, device)

@@ -1,4 +1,4 @@
-"""Image grids: a batch of images tiled into one picture, saved as PNG (Pillow)."""
+"""Image grids: a batch of images tiled into one picture, saved as PNG (Pillow); 2-D samples as a scatter plot."""
 import math
 import os
 from pathlib import Path
@@ -40,13 +40,15 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | N
     return grid
 
 
-def scatter_image(points: torch.Tensor, size: int = 256, extent: float = 4.0) -> torch.Tensor:
-    """Render 2-D points [N, >=2] as a density picture [1, 1, size, size] in [0, 1] (first two coordinates)."""
-    xy = points[:, :2].detach().float().cpu()
-    # Map [-extent, extent]^2 to pixel indices; y grows upwards as in a plot.
-    idx = ((xy + extent) / (2 * extent) * size).long()
-    keep = ((idx >= 0) & (idx < size)).all(dim=1)
-    col, row = idx[keep, 0], size - 1 - idx[keep, 1]
-    counts = torch.zeros(size * size).index_add_(0, row * size + col, torch.ones(len(row)))
-    picture = 1 - (counts / counts.max().clamp_min(1)).sqrt()  # dark where dense, on white
-    return picture.reshape(1, 1, size, size)
+def scatter_image(points: torch.Tensor, size: int = 384, extent: float = 4.0,
+                  reference: torch.Tensor | None = None) -> torch.Tensor:
+    """A matplotlib scatter plot of 2-D points [N, >=2] (first two coordinates), beside exact
+    `reference` points when given, as one RGB picture [1, 3, size, size * panels] in [0, 1] (CPU,
+    float32), ready for `save_image_grid`. The window [-extent, extent]^2 is fixed so that
+    pictures from different training steps compare."""
+    from evaluation.plot import figure_to_array, scatter_figure
+
+    if size < 128:
+        raise ValueError(f"scatter_image size must be >= 128 pixels for readable axes, got {size}")
+    fig = scatter_figure(points, reference, extent=extent, size=size)
+    return torch.from_numpy(figure_to_array(fig)).unsqueeze(0)

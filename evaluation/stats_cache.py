@@ -10,13 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import socket
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from evaluation.feature_stats import DEFAULT_BATCH_SIZE, Images
+from sde_runtime.errors import UserError
+
+
+class StatsWriteError(UserError, OSError):
+    """The statistics cache cannot be written (read-only folder, disk full, a file in the way)."""
+
 
 KEY_LENGTH = 16  # hex digits of sha256 in file names: collisions are not a practical concern
 
@@ -38,16 +44,23 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, *,
                features: np.ndarray | None = None, meta: dict | None = None) -> None:
     """Write mu [D], sigma [D, D] (float64), optional features [N, D] and a JSON meta string, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StatsWriteError(f"cannot write FID statistics to {path.parent}: {e.strerror or e}") from e
     arrays = dict(mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
                   meta=np.array(json.dumps(meta or {}, sort_keys=True)))
     if features is not None:
         arrays["features"] = np.asarray(features, np.float32)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    # `.<name>.tmp.<host>.<pid>` like every temporary of the project: a later run removes those of dead processes.
+    host = socket.gethostname().replace("/", "_") or "localhost"
+    tmp = path.with_name(f".{path.name}.tmp.{host}.{os.getpid()}")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
+    except OSError as e:
+        raise StatsWriteError(f"cannot write FID statistics {path}: {e.strerror or e}") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -100,7 +113,8 @@ def cached_statistics(
             return dict(cached, path=path)
     device = extract_kwargs.pop("device", None)
     net = get_model(weights_path, device=device)
-    moments, features = extract_features(images_fn(), net, keep_features=keep_features, **extract_kwargs)
+    moments, features = extract_features(images_fn(), net, keep_features=keep_features, num_images=num_images,
+                                         desc=f"inception features of {dataset}/{split}", **extract_kwargs)
     if moments.count != num_images:
         raise ValueError(f"images_fn gave {moments.count} images for {dataset}/{split}, "
                          f"expected num_images={num_images}")
@@ -121,17 +135,19 @@ def fid_kid_against_reference(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     progress: bool = False,
+    num_images: int | None = None,
 ) -> dict:
     """{'fid', 'num_samples'[, 'kid_mean', 'kid_std']} of samples against `cached_statistics`' dict.
 
-    KID is computed when `reference['features']` is present.
+    KID is computed when `reference['features']` is present. `num_images`: the bar's total for an iterable.
     """
     from evaluation.feature_stats import extract_features, get_model, moments_to_statistics
     from evaluation.fid import frechet_distance, kernel_inception_distance
 
     with_kid = reference.get("features") is not None
     net = get_model(weights, model, device)
-    moments, feats = extract_features(samples, net, batch_size, keep_features=with_kid, progress=progress)
+    moments, feats = extract_features(samples, net, batch_size, keep_features=with_kid, progress=progress,
+                                      num_images=num_images, desc="inception features of the samples")
     mu, sigma = moments_to_statistics(moments)
     result = dict(fid=frechet_distance(mu, sigma, reference["mu"], reference["sigma"]),
                   num_samples=moments.count)

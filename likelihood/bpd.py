@@ -13,6 +13,7 @@ tighter and tends to -log P(x) as K grows.
 """
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -80,14 +81,30 @@ def _combine(logp: torch.Tensor, probe_se, D: int, a: float, dequantization: str
     return draws[:, 0], se, draws
 
 
+def _reporting(score_fn: ScoreFn, total: int, progress: Callable[[int, int], None]) -> ScoreFn:
+    """score_fn that calls progress(finished, total) at every evaluation, with the solves finished so far.
+
+    The adaptive solver evaluates only the rows still running, so the finished count is
+    total - (rows in the batch): read off the input's shape, it needs no device sync.
+    """
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        progress(total - x.shape[0], total)
+        return score_fn(x, t)
+
+    return score
+
+
 def bits_per_dim(score_fn: ScoreFn, sde: SDE, images: torch.Tensor, *, centered: bool = True,
                  dequantization: str = "uniform", n_dequant: int = 1, image_shape=None,
-                 generator: torch.Generator | None = None, **ode_options) -> BitsPerDimResult:
+                 generator: torch.Generator | None = None,
+                 progress: Callable[[int, int], None] | None = None, **ode_options) -> BitsPerDimResult:
     """Bits/dim [B] of uint8 images [B, *D] (MATH §6); ode_options go to `log_likelihood`.
 
     `dequantization` is "uniform" (mean over `n_dequant` draws) or "importance" (importance-weighted
     with `n_dequant` samples, log-mean-exp); `image_shape` (the model's per-sample shape) is checked.
     All K x B solves run as one batch: per-sample step control keeps them independent.
+    `progress(finished, K * B)` is called at every score evaluation and once at the end, with the
+    number of solves finished (for progress bars; it costs no device sync).
     """
     _check_images(images, image_shape)
     if dequantization not in DEQUANTIZATIONS:
@@ -99,7 +116,11 @@ def bits_per_dim(score_fn: ScoreFn, sde: SDE, images: torch.Tensor, *, centered:
     scaler, a = _scaler_slope(centered)
     with torch.no_grad():
         y = uniform_dequantize(images.repeat(K, *([1] * (images.ndim - 1))), generator=generator)
+        if progress is not None:
+            score_fn = _reporting(score_fn, K * B, progress)
         res = log_likelihood(score_fn, sde, scaler(y), generator=generator, **ode_options)
+    if progress is not None:
+        progress(K * B, K * B)
     logp = res.logp.reshape(K, B).T                           # [B, K], draw k of image b
     probe_se = None if res.stderr is None else res.stderr.reshape(K, B).T
     bpd, se, draws = _combine(logp, probe_se, D, a, dequantization)

@@ -17,7 +17,7 @@ from sde_data.mnist import load_mnist
 from sde_data.scalers import (get_data_inverse_scaler, get_data_scaler, random_hflip,
                               to_unit_float, uniform_dequantize)
 from sde_data.toy import TOYS, gaussian_mixture_params
-from sde_data.types import ImageDataset, ToyDataset, check_image_shape
+from sde_data.types import DataError, ImageDataset, ToyDataset, check_image_shape
 
 Dataset = Union[ImageDataset, ToyDataset]
 SPLITS = ("train", "test")
@@ -46,7 +46,7 @@ def _toy(name: str) -> Callable[..., ToyDataset]:
     def load(*, split, n_samples, seed, **options):
         n = DEFAULT_TOY_SAMPLES if n_samples is None else int(n_samples)
         if n < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
+            raise DataError(f"n_samples must be a positive integer, got {n_samples}")
         split_seed = seed + (TEST_SEED_OFFSET if split == "test" else 0)
         return TOYS[name](n_samples=n, seed=split_seed, **options)
     return load
@@ -65,24 +65,24 @@ def load_dataset(name: str, *, split: str = "train", root: str | Path | None = N
                  **toy_options) -> Dataset:
     """Load data set `name` into memory: images uint8 `[N, C, H, W]`, toys float32 `[N, D]`.
 
-    Image sets check the result against `image_size` / `num_channels` when given (ValueError
+    Image sets check the result against `image_size` / `num_channels` when given (DataError
     naming both shapes). Toys take `n_samples` (default 10000), `seed` and their own options.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
+        raise DataError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise DataError(f"split must be one of {SPLITS}, got {split!r}")
     if name not in IMAGE_DATASETS:
         return DATASETS[name](split=split, n_samples=n_samples, seed=seed, **toy_options)
     if toy_options:
-        raise ValueError(f"options {sorted(toy_options)} are for toy data sets, not {name!r}")
+        raise DataError(f"options {sorted(toy_options)} are for toy data sets, not {name!r}")
     data = DATASETS[name](split=split, root=root, image_size=image_size,
                           num_channels=num_channels, download=download)
     return check_image_shape(data, image_size=image_size, num_channels=num_channels)
 
 
 __all__ = [
-    "DATASETS", "Dataset", "DatasetNotFoundError", "ImageDataset", "InfiniteBatches",
+    "DATASETS", "DataError", "Dataset", "DatasetNotFoundError", "ImageDataset", "InfiniteBatches",
     "ToyDataset", "default_root", "eval_batches", "gaussian_mixture_params",
     "get_data_inverse_scaler", "get_data_scaler", "infinite_batches", "load_dataset",
     "random_hflip", "to_unit_float", "uniform_dequantize",

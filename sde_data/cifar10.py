@@ -21,7 +21,7 @@ import torch
 
 from sde_data.download import (DownloadError, default_root, download_file, file_digest,
                                not_found_error)
-from sde_data.types import ImageDataset
+from sde_data.types import DataError, ImageDataset
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -64,9 +64,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as e:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: {e}") from None
+        raise DataError(f"{path} is not a CIFAR-10 python batch: {e}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(f"{path}: expected data [n, 3072] and n labels, got data "
+        raise DataError(f"{path}: expected data [n, 3072] and n labels, got data "
                          f"{list(data.shape)} and {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), labels  # rows are channel-major: R plane, G, B
 

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from sde_runtime.errors import UserError
 
 ASSETS_ENV = "SCORESDE_ASSETS"  # overrides the default assets folder
-DEFAULT_ASSETS = "~/.cache/scoresde-assets"  # where ../shared/scripts/offline_assets.py puts them
+DEFAULT_ASSETS = "~/.cache/scoresde-assets"  # data sets, FID statistics (per-user cache)
 
 
 class DatasetNotFoundError(UserError, FileNotFoundError):

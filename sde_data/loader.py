@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from sde_data.scalers import random_hflip, to_unit_float, uniform_dequantize
-from sde_data.types import ImageDataset, ToyDataset
+from sde_data.types import DataError, ImageDataset, ToyDataset
 from sde_runtime.seeding import mix_seed
 
 Dataset = Union[ImageDataset, ToyDataset]
@@ -32,11 +32,11 @@ class InfiniteBatches:
         _check_rank(rank, world_size)
         is_image = isinstance(dataset, ImageDataset)
         if not is_image and (random_flip or uniform_dequantization):
-            raise ValueError(f"random_flip / uniform_dequantization apply to images only, but "
+            raise DataError(f"random_flip / uniform_dequantization apply to images only, but "
                              f"{dataset.name!r} is a toy data set")
         n, global_batch = len(dataset), batch_size * world_size
         if batch_size < 1 or (drop_last and n < global_batch):
-            raise ValueError(f"batch_size={batch_size} x world_size={world_size} needs at least "
+            raise DataError(f"batch_size={batch_size} x world_size={world_size} needs at least "
                              f"that many items with drop_last=True, but {dataset.name!r} has {n}")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, int(seed)
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
@@ -114,7 +114,7 @@ class InfiniteBatches:
         keys = ("num_items",) if int(state["world_size"]) != self.world_size else ("batch_size", "num_items")
         for key in keys:
             if int(state[key]) != mine[key]:
-                raise ValueError(f"cannot resume the batch stream: saved {key}={int(state[key])}, "
+                raise DataError(f"cannot resume the batch stream: saved {key}={int(state[key])}, "
                                  f"current {key}={mine[key]}")
         saved_global = int(state["batch_size"]) * int(state["world_size"])
         # checkpoints written before `items` existed hold only the global batch count

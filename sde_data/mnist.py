@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,14 @@ import torch
 
 from sde_data.download import DownloadError, default_root, download_file, not_found_error
 from sde_data.resize import resize_images
-from sde_data.types import ImageDataset
+from sde_data.types import DataError, ImageDataset
 
 FILES = {  # split -> (images, labels), without the .gz suffix
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# sha256 of the *uncompressed* official files: it accepts the official .gz files and the
-# byte-identical ones that ../shared/scripts/offline_assets.py rebuilds (different gzip bytes)
+# sha256 of the *uncompressed* official files: it accepts the official .gz files, plain copies and
+# re-compressed ones (different gzip bytes, the same content)
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -26,8 +27,9 @@ SHA256 = {
 }
 # the canonical site often refuses scripted downloads, so its long-standing mirror comes first
 MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
-HINT = ("Uncompressed copies (without .gz) work too. Without internet, build them with `python ../shared/scripts/offline_assets.py --out DIR "
-        "--only mnist` (run from the project root) and pass root=DIR/mnist")
+HINT = ("Uncompressed copies (without .gz) work too. Without internet, download the four files on another "
+        f"machine (e.g. from {MIRRORS[0]}), copy them into one folder and pass root=that folder "
+        "(--config.data.root=DIR)")
 NO_DOWNLOAD = "Not downloading them because download=False"
 IDX_DTYPES = {0x08: np.uint8}  # IDX type codes we accept (MNIST uses unsigned bytes only)
 
@@ -35,12 +37,12 @@ IDX_DTYPES = {0x08: np.uint8}  # IDX type codes we accept (MNIST uses unsigned b
 def parse_idx(data: bytes, *, source: str = "IDX data") -> np.ndarray:
     """Array from IDX bytes: magic 0x0000 <type> <ndim>, ndim big-endian uint32 sizes, payload."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise ValueError(f"{source}: not an unsigned-byte IDX file (header {data[:4].hex()})")
+        raise DataError(f"{source}: not an unsigned-byte IDX file (header {data[:4].hex()})")
     ndim = data[3]
     dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(np.int64)
     payload = np.frombuffer(data, dtype=IDX_DTYPES[data[2]], offset=4 + 4 * ndim)
     if payload.size != int(np.prod(dims)):
-        raise ValueError(f"{source}: header says shape {dims.tolist()} ({int(np.prod(dims))} "
+        raise DataError(f"{source}: header says shape {dims.tolist()} ({int(np.prod(dims))} "
                          f"values) but the file holds {payload.size}")
     return payload.reshape(dims.tolist())
 
@@ -48,7 +50,11 @@ def parse_idx(data: bytes, *, source: str = "IDX data") -> np.ndarray:
 def read_idx(path: Path) -> np.ndarray:
     """IDX array from a file; `.gz` files are decompressed."""
     raw = path.read_bytes()
-    return parse_idx(gzip.decompress(raw) if path.suffix == ".gz" else raw, source=str(path))
+    try:
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # a truncated or damaged download
+        raise DataError(f"{path} is not a readable gzip file ({e}); delete it to download it again") from None
+    return parse_idx(data, source=str(path))
 
 
 def find_file(directory: Path, stem: str) -> Path | None:
@@ -101,7 +107,7 @@ def load_mnist(*, split: str = "train", root: str | Path | None = None,
     image_path, label_path = _locate(directory, split, download)
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"MNIST files disagree: images {list(images.shape)} from {image_path}, "
+        raise DataError(f"MNIST files disagree: images {list(images.shape)} from {image_path}, "
                          f"labels {list(labels.shape)} from {label_path}")
     x = torch.from_numpy(images.copy()).unsqueeze(1)
     x = resize_images(x, image_size, pad=True)

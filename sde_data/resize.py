@@ -5,13 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sde_data.types import DataError
+
 
 def pad_images(images: Tensor, image_size: int) -> Tensor:
     """Zero-pad `[N, C, H, W]` symmetrically to `image_size` (pixel values stay exact)."""
     _, _, h, w = images.shape
     dh, dw = image_size - h, image_size - w
     if dh < 0 or dw < 0 or dh % 2 or dw % 2:
-        raise ValueError(f"cannot pad {h}x{w} images symmetrically to {image_size}x{image_size}")
+        raise DataError(f"cannot pad {h}x{w} images symmetrically to {image_size}x{image_size}")
     return F.pad(images, (dw // 2, dw // 2, dh // 2, dh // 2))
 
 
@@ -30,7 +32,7 @@ def resize_images(images: Tensor, image_size: int | None, *, pad: bool = False) 
     if image_size is None or tuple(images.shape[-2:]) == (image_size, image_size):
         return images
     if image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size}")
+        raise DataError(f"image_size must be a positive integer, got {image_size}")
     if pad and image_size > max(images.shape[-2:]) and (image_size - images.shape[-1]) % 2 == 0:
         return pad_images(images, image_size)
     return interpolate_images(images, image_size)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sde_data.types import ToyDataset
+from sde_data.types import DataError, ToyDataset
 
 # Affine standardisation (centre, per-axis scale) for the sklearn sets, measured once on 10^6
 # samples with the default noise; fixed constants keep train and test on the same scale.
@@ -32,13 +32,13 @@ def gaussian_mixture_params(*, n_components: int = 8, dim: int = 2, std: float =
     radius sqrt(2 (1 - std²)) gives unit variance in those two coordinates.
     """
     if n_components < 1 or dim < 2 or std <= 0:
-        raise ValueError(f"gaussian_mixture needs n_components >= 1, dim >= 2, std > 0; got "
+        raise DataError(f"gaussian_mixture needs n_components >= 1, dim >= 2, std > 0; got "
                          f"{n_components}, {dim}, {std}")
     r = math.sqrt(2.0 * (1.0 - std**2)) if radius is None else radius
     w = torch.full((n_components,), 1.0 / n_components, dtype=torch.float64) if weights is None \
         else torch.as_tensor(weights, dtype=torch.float64)
     if w.shape != (n_components,) or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
-        raise ValueError(f"weights must be {n_components} non-negative numbers summing to 1, "
+        raise DataError(f"weights must be {n_components} non-negative numbers summing to 1, "
                          f"got {weights}")
     angle = 2.0 * math.pi * torch.arange(n_components, dtype=torch.float64) / n_components
     means = torch.zeros(n_components, dim, dtype=torch.float64)
@@ -78,7 +78,7 @@ def swiss_roll(*, n_samples: int, seed: int, noise: float = 0.5) -> ToyDataset:
 def checkerboard(*, n_samples: int, seed: int, n_squares: int = 4) -> ToyDataset:
     """Uniform on the dark squares of an `n_squares`² board; each coordinate has unit variance."""
     if n_squares < 2 or n_squares % 2:  # even boards keep each coordinate's marginal uniform
-        raise ValueError(f"checkerboard needs an even n_squares >= 2, got {n_squares}")
+        raise DataError(f"checkerboard needs an even n_squares >= 2, got {n_squares}")
     g = _generator(seed)
     col = torch.randint(0, n_squares, (n_samples,), generator=g)
     # dark squares are those with (col + row) even: pick one of the column's dark rows

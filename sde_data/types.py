@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from sde_runtime.errors import UserError
+
+
+class DataError(UserError, ValueError):
+    """Data that exist but cannot be used: corrupt or empty files, bad data set options, or a
+    shape other than the config expects (a missing data set is DatasetNotFoundError)."""
+
 
 @dataclass
 class ImageDataset:
@@ -63,12 +70,12 @@ class ToyDataset:
 
 def check_image_shape(data: ImageDataset, *, image_size: int | None,
                       num_channels: int | None) -> ImageDataset:
-    """Raise a ValueError naming both shapes when the loaded images differ from the config."""
+    """Raise a DataError naming both shapes when the loaded images differ from the config."""
     c, h, w = data.shape
     want_c = c if num_channels is None else num_channels
     want_hw = (h, w) if image_size is None else (image_size, image_size)
     if (c, h, w) != (want_c, *want_hw):
-        raise ValueError(
+        raise DataError(
             f"data set {data.name!r} has images of shape [C, H, W] = {[c, h, w]}, but the config "
             f"expects {[want_c, *want_hw]} (num_channels={num_channels}, image_size={image_size}); "
             "point `root` at the right data or change config.data.image_size / num_channels")

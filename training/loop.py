@@ -97,27 +97,51 @@ class NonFiniteLossError(UserError, RuntimeError):
     """Too many consecutive steps with a NaN or Inf loss or gradient."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C and pre-emption: checkpoint, then exit
+
+
 class _StopRequest:
-    """Turns SIGTERM into a flag the loop checks, so a pre-empted job checkpoints before it exits."""
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a flag the loop checks between steps, so the run
+    checkpoints a consistent state (the step and the data position agree) before it exits.
+
+    A second SIGINT while the first is pending raises KeyboardInterrupt at once (the user insists);
+    the last checkpoint on disk is then the newest complete one.
+    """
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signal: int | None = None  # the first stop signal received
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def request(self, signum: int) -> None:
+        if self.signal is None:
+            self.signal = signum
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+        for signum in STOP_SIGNALS:
+            try:
+                if signal.getsignal(signum) is signal.SIG_IGN:
+                    continue  # ignored on purpose (a background job of a shell): keep it so
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.request(signum)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False
+
+    def describe(self) -> str:
+        return "SIGINT (Ctrl-C)" if self.signal == signal.SIGINT else signal.Signals(self.signal).name
 
 
 class _NoWriter:
@@ -175,6 +199,7 @@ class _Loop:
         self.parts, self.settings, self.workdir, self.writer = parts, settings, workdir, writer
         self.main, self.parallel = distributed.is_main(), distributed.world_size() > 1
         self.step, self.last_saved, self.last_grid = start_step, start_step, None
+        self.mid_step = False  # a batch was drawn but the step not counted: no consistent state to save
         self.bar = tqdm(total=settings.n_iters, initial=start_step, desc="train", unit="step",
                         dynamic_ncols=True, disable=not self.main)
         self.tick, self.tick_step = time.perf_counter(), start_step
@@ -183,10 +208,12 @@ class _Loop:
     def train_one(self) -> None:
         """One step, then the periodic logging, checkpoint and grid it is due for."""
         s, parts = self.settings, self.parts
+        self.mid_step = True
         result = train_step(parts.model, parts.ema, parts.optimizer, parts.loss_fn, parts.score_fn,
                             next(parts.batches), self.step, settings=s.optim, generator=parts.generator,
                             loss_mean=parts.loss_mean)
         self.step += 1
+        self.mid_step = False
         self.bar.update(1)
         if not self.guard.check(result.applied, self.step):
             return
@@ -203,9 +230,12 @@ class _Loop:
             self.last_grid = _write_grid(parts, self.writer, self.step)
 
     def save_on_exit(self, error) -> None:
-        """Keep the work since the last checkpoint, unless the run ended in persistent NaNs or,
-        data-parallel, in an error (a dead peer: no collective can run and ranks may disagree;
-        a restart resumes from the last periodic checkpoint)."""
+        """Keep the work since the last checkpoint, unless the run ended in persistent NaNs, in the
+        middle of a step (its batch drawn, its update maybe half applied: the data position and the
+        weights would disagree with the step) or, data-parallel, in an error (a dead peer: no
+        collective can run and ranks may disagree; a restart resumes from the last periodic checkpoint)."""
+        if self.mid_step or error is KeyboardInterrupt:
+            return  # an exception inside a step (a second Ctrl-C included): the last checkpoint stands
         if self.step != self.last_saved and error is not NonFiniteLossError and not (self.parallel and error):
             _say(f"saved checkpoint {_save(self.parts, self.workdir, self.step, self.settings.keep_checkpoints)}")
 
@@ -220,8 +250,8 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
     try:
         with _StopRequest() as stop:
             while loop.step < settings.n_iters:
-                if loop.parallel and _any_rank_stopping(stop, parts):
-                    stop.requested = True  # a peer's SIGTERM stops this rank at the same step
+                if loop.parallel and _any_rank_stopping(stop, parts) and not stop.requested:
+                    stop.request(signal.SIGTERM)  # a peer's signal stops this rank at the same step
                 if stop.requested:
                     break
                 loop.train_one()
@@ -231,7 +261,8 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
         writer.flush()
     if stop.requested:
         writer.close()
-        raise SystemExit(f"stopped by SIGTERM at step {loop.step}; checkpoint saved, rerun the same command to resume")
+        raise SystemExit(f"stopped by {stop.describe()} at step {loop.step}; last checkpoint: "
+                         f"{_last_checkpoint(workdir)}; rerun the same command to resume")
     last_grid = loop.last_grid
     if loop.main and (last_grid is None or not last_grid.name.endswith(f"_{loop.step}.png")):
         last_grid = _write_grid(parts, writer, loop.step)
@@ -241,7 +272,7 @@ def run_loop(parts: TrainParts, settings: LoopSettings, workdir: str, start_step
 
 
 def _any_rank_stopping(stop: _StopRequest, parts: TrainParts) -> bool:
-    """True on all ranks once any got SIGTERM: ranks that stopped at different steps would leave a
+    """True on all ranks once any got SIGINT or SIGTERM: ranks that stopped at different steps would leave a
     peer blocked in the gradient all-reduce. One tiny all-reduce per step."""
     return distributed.any_rank(stop.requested, next(parts.model.parameters()).device)
 

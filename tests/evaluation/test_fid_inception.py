@@ -4,8 +4,6 @@ import hashlib
 import io
 import json
 import re
-import subprocess
-import sys
 import urllib.error
 import warnings
 from pathlib import Path
@@ -81,7 +79,7 @@ def test_offline_without_file_says_how_to_get_it(empty_torch_home, monkeypatch):
         with pytest.raises(iw.InceptionWeightsError) as err:
             iw.resolve_weights(**kwargs)
         msg = str(err.value)
-        assert "python ../shared/scripts/offline_assets.py --out DIR --only inception" in msg
+        assert iw.WEIGHTS_URL in msg and "--config.eval.inception_weights=PATH" in msg
         assert str(empty_torch_home) in msg and iw.WEIGHTS_NAME in msg
 
 

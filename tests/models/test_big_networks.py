@@ -12,16 +12,6 @@ from models.blocks import (SKIP_SCALE, AttnBlock, FIRConv2d, ResBlockBigGAN, Res
 from models.ddpm import DDPM
 from models.ncsnpp import NCSNpp
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These nets are tiny: intra-op threads only add synchronisation, which costs seconds per test on a
-    # loaded 2-core machine. Restore the setting for the rest of the suite.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 NCSNPP_CONT = dict(fir=True, progressive_input="residual", embedding_type="fourier")
 
 # score_sde's CIFAR-10 configs and their parameter counts (DDPM++ / NCSN++ cont. and deep, and DDPM).

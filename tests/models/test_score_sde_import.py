@@ -33,14 +33,6 @@ REL_TOL_32 = 2e-5  # of the largest reference value, in float32
 REL_TOL_64, REL_TOL_64_TABLE = 1e-9, 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def meta(name: str) -> dict:
     return json.loads((FIXTURES / name / "config.json").read_text())
 
@@ -192,10 +184,15 @@ def test_checkpoint_without_dataparallel_prefix_loads(tmp_path):
         assert torch.equal(ema_state["model"][k], v)
 
 
-def test_sinusoidal_embedding_is_the_reference_one_bit_for_bit_at_real_widths():
+def test_sinusoidal_embedding_is_the_reference_one_at_real_widths():
     ref = torch.load(FIXTURES / "timestep_embedding.pt", weights_only=True)
+    # Same operations in the same order as the reference, so on the fixture's machine the features are
+    # identical. On another CPU, torch's vectorised sin / cos / exp kernels can round differently: the
+    # error of sin(arg) in float32 is then about an ulp of arg (6.1e-5 at 999, as measured on a second CPU);
+    # the bound is 4 float32 eps times the largest argument (4.8e-4).
     for dim in (16, 128, 256):  # the network fixtures have nf 4 / 32; the released networks nf 128 (and 16)
-        assert torch.equal(sinusoidal_embedding(ref["labels"], dim), ref[f"emb{dim}"])
+        atol = 4 * torch.finfo(torch.float32).eps * float(ref["labels"].abs().max())
+        torch.testing.assert_close(sinusoidal_embedding(ref["labels"], dim), ref[f"emb{dim}"], rtol=0, atol=atol)
 
 
 # score_sde's configs, measured with its own code: (our config, trainable parameters of the reference network).

@@ -39,11 +39,13 @@ def test_eval_bpd_writes_shards_resumes_and_summarizes(tmp_path):
     _checkpoint(config, tmp_path)
     summary = eval_bpd.run(config, str(tmp_path), "eval")
     assert summary["num_images"] == 5 and np.isfinite(summary["bpd_mean"]) and summary["bpd_stderr"] > 0
-    written = json.loads((tmp_path / "eval" / "bpd_7.json").read_text())
+    written = json.loads((tmp_path / "eval" / f"bpd_7_{summary['fingerprint']}.json").read_text())
     assert written["bpd_mean"] == pytest.approx(summary["bpd_mean"])
-    (out_dir,) = (tmp_path / "eval").glob("bpd_7_*")
+    (out_dir,) = [p for p in (tmp_path / "eval").glob("bpd_7_*") if p.is_dir()]
+    assert written["shards"] == out_dir.name
     shards = sorted(out_dir.glob("shard_*.npz"))
-    assert [s.name for s in shards] == ["shard_00000000.npz", "shard_00000003.npz"]
+    # full batches are named by their start; the last one, cut at bpd_num_images, by its range too
+    assert [s.name for s in shards] == ["shard_00000000.npz", "shard_00000003_00000005.npz"]
     first = np.concatenate([np.load(s)["bpd"] for s in shards])
     # A kill after the first shard: the rerun recomputes only the rest, with the same noise.
     shards[1].unlink()
@@ -53,7 +55,8 @@ def test_eval_bpd_writes_shards_resumes_and_summarizes(tmp_path):
     # Different settings never mix with these shards.
     config.eval.bpd_rtol = 1e-4
     eval_bpd.run(config, str(tmp_path), "eval")
-    assert len(list((tmp_path / "eval").glob("bpd_7_*"))) == 2
+    assert len([p for p in (tmp_path / "eval").glob("bpd_7_*") if p.is_dir()]) == 2
+    assert len(list((tmp_path / "eval").glob("bpd_7_*.json"))) == 2  # two summaries: nothing overwritten
 
 
 def test_toy_data_is_rejected(tmp_path):

@@ -48,14 +48,19 @@ def test_default_workdir_is_named_after_the_config(tmp_path):
     (["--config.sampling.method=magic"], "sampling.method='magic'"),
     (["--config.data.dataset=mnist", "--config.data.root=/nonexistent/mnist", "--config.data.download=False",
       "--config.data.image_size=28"], "/nonexistent/mnist"),
+    # before: a traceback after TensorBoard files were written; an error at the first grid, after a checkpoint
+    (["--config.model.nf=0"], "error: config.model.nf=0 is invalid: expected an integer >= 1"),
+    (["--config.sampling.method=pc", "--config.sampling.pc.predictor=euler"],
+     "error: config.sampling.pc.predictor='euler' is invalid: unknown predictor 'euler'"),
 ])
 def test_bad_input_is_one_clear_error_and_writes_nothing(args, message, tmp_path):
     workdir = tmp_path / "run"
     result = run_main("--mode", "train", "--config", "vpsde", "--workdir", str(workdir), *args)
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (workdir / "checkpoints").exists()
+    # a bad config is refused before the workdir is made; missing data after the run's lock was taken
+    assert {p.name for p in workdir.rglob("*")} <= {".lock-train"}
 
 
 def test_truncated_only_checkpoint_is_refused_and_kept(tmp_path):

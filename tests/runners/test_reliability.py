@@ -1,5 +1,6 @@
-"""Crash safety: SIGKILL at random points and SIGTERM, then resume to the uninterrupted weights;
-NaN steps skipped and counted, persistent NaNs stop the run cleanly (issue: reliability)."""
+"""Crash safety: SIGKILL at random points, SIGTERM and SIGINT (Ctrl-C), then resume to the
+uninterrupted weights; NaN steps skipped and counted, persistent NaNs stop the run cleanly
+(issues: reliability, 15)."""
 import os
 import random
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from configs import toy_gmm
+from runner_fixtures import tiny_toy_config
 from runners import train
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.loop import NonFiniteLossError
@@ -45,10 +46,60 @@ def _weights(workdir, step):
     return {**state["model"], **{"ema." + k: v for k, v in state["ema"]["model"].items()}}
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run of RUN (60 steps), shared by the interruption tests."""
+    workdir = tmp_path_factory.mktemp("reference")
+    proc = _start(workdir)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+    return workdir
+
+
+def _digests(workdir) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (Path(workdir) / "checkpoints").glob("checkpoint_*")}
+
+
+def _assert_kept(before: dict, workdir) -> None:
+    """Checkpoints that survive a run (pruning may delete old ones) are byte-identical to before it."""
+    after = _digests(workdir)
+    assert all(after[name] == digest for name, digest in before.items() if name in after)
+
+
 @pytest.mark.slow
-def test_sigkill_three_times_and_sigterm_once_resume_to_identical_weights(tmp_path):
-    reference = _start(tmp_path / "reference")
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
+def test_sigint_at_random_moments_resumes_to_identical_weights(reference, tmp_path):
+    """Ctrl-C is a flag checked between steps (issue 15): each checkpoint's data position matches its
+    step, the run ends with one line instead of a KeyboardInterrupt traceback, and reruns end bit-identical."""
+    rng, workdir = random.Random(2024), tmp_path / "interrupted"
+    proc = _start(workdir)  # during start-up: nothing to save, one line
+    time.sleep(rng.uniform(0.2, 1.5))
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) in (1, 130) and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(("interrupted (Ctrl-C)", "stopped by SIGINT")), err[-2000:]
+    for _ in range(3):  # mid-step, mid-checkpoint-write, between steps: wherever the random delay lands
+        target, before = max(_newest_step(workdir), 0) + 3, _digests(workdir)
+        proc = _start(workdir)
+        _wait_for_step(proc, workdir, target)
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 1, err[-3000:]
+        assert "Traceback" not in err and "stopped by SIGINT (Ctrl-C) at step" in err.strip().splitlines()[-1]
+        assert target <= _newest_step(workdir) < 60
+        _assert_kept(before, workdir)
+        for path in list_checkpoints(workdir / "checkpoints"):  # 16 items per step, one epoch is 93 steps
+            state = load_checkpoint(path)
+            assert state["data"]["items"] == 16 * state["step"], path.name
+    final = _start(workdir)
+    assert final.wait(timeout=600) == 0, final.stderr.read()[-3000:]
+    a, b = _weights(reference, 60), _weights(workdir, 60)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_sigkill_three_times_and_sigterm_once_resume_to_identical_weights(reference, tmp_path):
     rng = random.Random(1234)
     workdir = tmp_path / "killed"
     # SIGTERM as soon as training runs (the first checkpoint): a checkpoint is written, exit != 0.
@@ -67,19 +118,13 @@ def test_sigkill_three_times_and_sigterm_once_resume_to_identical_weights(tmp_pa
         assert proc.wait(timeout=60) == -signal.SIGKILL  # it was still running: a real interruption
     final = _start(workdir)
     assert final.wait(timeout=600) == 0, final.stderr.read()[-3000:]
-    a, b = _weights(tmp_path / "reference", 60), _weights(workdir, 60)
+    a, b = _weights(reference, 60), _weights(workdir, 60)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not list((workdir / "checkpoints").glob(".checkpoint_*"))  # no temporaries left behind
 
 
 def _toy_config(n_iters, max_nonfinite=10):
-    config = toy_gmm.get_config()
-    config.training.n_iters = n_iters
-    config.training.batch_size = 16
-    config.training.snapshot_freq = 2
-    config.training.grid_size = 8
-    config.sampling.steps = 2
-    config.model.width = 16
+    config = tiny_toy_config(n_iters)
     config.training.max_nonfinite_steps = max_nonfinite
     return config
 
@@ -155,6 +200,6 @@ def test_sampling_killed_midway_resumes_to_the_same_samples(tmp_path):
     assert 3 <= written < 10  # killed midway
     rerun = _sample_proc(tmp_path, "killed")
     assert rerun.wait(timeout=600) == 0, rerun.stderr.read()[-2000:]
-    a = load_samples(next((tmp_path / "through").iterdir()), 40)
-    b = load_samples(next((tmp_path / "killed").iterdir()), 40)
+    a = load_samples(next((tmp_path / "through").glob("samples_*")), 40)
+    b = load_samples(next((tmp_path / "killed").glob("samples_*")), 40)
     assert np.array_equal(a, b)

@@ -4,6 +4,7 @@ import pytest
 
 from configs import vpsde
 from runners import sample, train
+from sde_runtime.errors import UserError
 
 
 def _config():
@@ -57,5 +58,17 @@ def test_settings_get_their_own_folder_and_sharding_covers_all(workdir):
 
 
 def test_incomplete_folder_is_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no sample shards"):
+    with pytest.raises(UserError, match="no sample shards"):
         sample.load_samples(tmp_path)
+
+
+def test_a_run_with_fewer_samples_reuses_the_folder_and_rewrites_nothing(workdir):
+    import hashlib
+
+    config = _config()
+    out = sample.run(config, str(workdir), "eval_d")  # 10 samples in blocks of 4: 12 drawn
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    config.sampling.num_samples = 6
+    again = sample.run(config, str(workdir), "eval_d")
+    assert again == out and sample.load_samples(out, 6).shape == (6, 8, 8, 1)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()} == digests

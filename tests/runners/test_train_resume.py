@@ -14,10 +14,12 @@ def _config(base, n_iters):
     config.training.grid_size = 8
     config.training.log_freq = 2
     config.sampling.steps = 2
-    config.model.width = 32
-    config.model.nf = 16
-    config.model.num_res_blocks = 1
-    config.model.dropout = 0.1  # dropout draws from the global RNG: its state must be restored too
+    if config.model.name == "mlp":
+        config.model.width = 32
+    else:  # fields the MLP does not take are refused for it (runners/validate.py)
+        config.model.nf = 16
+        config.model.num_res_blocks = 1
+        config.model.dropout = 0.1  # dropout draws from the global RNG: its state must be restored too
     return config
 
 

@@ -66,3 +66,43 @@ def test_missing_or_empty_folder(tmp_path):
         load_dataset("image_folder", root=tmp_path / "empty", image_size=8)
     with pytest.raises(ValueError, match="root"):
         load_dataset("image_folder", image_size=8)
+
+
+def _png_declaring(path, width, height):
+    """A small valid PNG whose header then claims width x height pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    save(path, np.zeros((4, 4, 3), np.uint8))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")
+    data[start + 4:start + 12] = struct.pack(">II", width, height)
+    data[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start:start + 17])))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000], ids=["above-the-warning-limit", "above-the-error-limit"])
+def test_a_decompression_bomb_is_skipped_with_a_warning_naming_it(tmp_path, side):
+    """Pillow warns above Image.MAX_IMAGE_PIXELS (89.5M) and refuses above twice that: either way
+    the file is skipped like any unreadable one, before a pixel is decoded."""
+    save(tmp_path / "a.png", np.full((8, 8, 3), 9, np.uint8))
+    _png_declaring(tmp_path / "bomb.png", side, side)
+    with pytest.warns(UserWarning, match=r"skipping .*bomb\.png, a possible decompression bomb"):
+        data = load_dataset("image_folder", root=tmp_path, image_size=8)
+    assert data.images.shape == (1, 3, 8, 8) and int(data.images[0, 0, 0, 0]) == 9
+
+
+def test_data_errors_are_user_errors(tmp_path):
+    from sde_data import DataError, DatasetNotFoundError
+    from sde_runtime.errors import UserError
+
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="contains no image Pillow can read"):
+        load_dataset("image_folder", root=tmp_path, image_size=8)
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_dataset("image_folder", root=tmp_path / "missing", image_size=8)
+    save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    save(tmp_path / "b.png", np.zeros((6, 8, 3), np.uint8))
+    with pytest.raises(DataError, match="images differ in size"):
+        load_dataset("image_folder", root=tmp_path)
+    assert issubclass(DataError, UserError) and issubclass(DatasetNotFoundError, UserError)

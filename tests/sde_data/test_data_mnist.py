@@ -82,7 +82,7 @@ def test_missing_folder_error_names_files_and_writes_nothing(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("mnist", root=root, download=False)
     msg = str(err.value)
-    assert str(root) in msg and "offline_assets.py --out DIR --only mnist" in msg
+    assert str(root) in msg and "--config.data.root=DIR" in msg and "../shared" not in msg
     for stems in FILES.values():
         assert all(s + ".gz" in msg for s in stems)
     assert not (tmp_path / "nothing").exists()
@@ -92,7 +92,7 @@ def test_failed_download_names_files_and_writes_nothing(tmp_path, monkeypatch):
     # port 9 on localhost refuses connections at once: an "offline" machine
     monkeypatch.setattr(mnist, "MIRRORS", ["http://127.0.0.1:9/mnist/"])
     root = tmp_path / "new"
-    with pytest.raises(DatasetNotFoundError, match="download failed.*offline_assets.py"):
+    with pytest.raises(DatasetNotFoundError, match="download failed.*--config.data.root=DIR"):
         load_dataset("mnist", root=root)
     assert not root.exists()
 
@@ -152,3 +152,13 @@ def test_real_mnist_counts(tmp_path_factory):
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist()[:2] == [5923, 6742]  # published class counts
     assert int(train.images.max()) == 255 and int(train.images.min()) == 0
+
+
+def test_a_truncated_gz_file_is_one_data_error_naming_it(tmp_path):
+    from sde_data import DataError
+
+    write_split(tmp_path, "test", 5, seed=0, gz=True)
+    damaged = tmp_path / (FILES["test"][0] + ".gz")
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    with pytest.raises(DataError, match=rf"{damaged.name} is not a readable gzip file .* delete it"):
+        load_dataset("mnist", split="test", root=tmp_path, download=False)
