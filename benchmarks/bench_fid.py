@@ -96,7 +96,7 @@ def memory_child(n, mode):
 
 
 def bench_memory(n):
-    print(f"\n## Peak memory of 2048-d statistics (stand-in features, batches of 100)")
+    print("\n## Peak memory of 2048-d statistics (stand-in features, batches of 100)")
     print(f"{'images':>7} {'method':>22} {'peak RSS MB':>12} {'growth MB':>10} {'seconds':>8}")
     for count in (n // 10, n):
         for mode in ("streaming", "keep all + np.cov"):

@@ -51,7 +51,6 @@ from sde_lib.oracle import GaussianMixture  # noqa: E402
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/work/venvs/peers/bin/python")
 EPS = 1e-3           # the exact flow's (and the peers' default) end time
 FLOW_TOL = 1e-8      # rtol = atol of the exact flow
-SAMPLES = {2: 2000, 16: 2000, 64: 1000}  # 64-D scores cost ~6 ms per call at n = 1000 on one core
 MIXTURES = {  # name -> (constructor, n)
     "ring": (GaussianMixture.ring, 2000),                                  # 2-D, 8 equal modes on a circle
     "r16": (lambda: GaussianMixture.random(16, 3, seed=0), 2000),          # 16-D, 3 full-covariance modes
